@@ -1,0 +1,104 @@
+"""Measures the core's acceptance numbers: gradient fidelity and memory versus T.
+
+    python -m benchmarks.core_check             # both parts, prints JSON lines
+    python -m benchmarks.core_check --part=fidelity
+    python -m benchmarks.core_check --part=memory
+
+fidelity: float64, random 32-unit network (init_params defaults), T=300, batch 8, MSE on random
+targets: cosine and relative error of each method against jax.grad BPTT, per parameter tensor.
+memory: N=128, batch 64, float32, T in {400, 4000}; each (method, T) in a fresh process, which
+reports its peak resident memory (VmHWM) and XLA's buffer sizes for the compiled gradient.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+
+def _fidelity():
+  import jax
+  jax.config.update("jax_enable_x64", True)
+  import jax.numpy as jnp
+  import numpy as np
+  import rhel_jax
+
+  k_p, k_x, k_y = jax.random.split(jax.random.key(0), 3)
+  params = rhel_jax.init_params(k_p, n_in=4, n_hidden=32, n_out=3, dtype=jnp.float64)
+  model = rhel_jax.ModelConfig(alpha=1.0, beta=1.0, dt=0.2)
+  inputs = jax.random.normal(k_x, (8, 300, 4), jnp.float64)
+  targets = jax.random.normal(k_y, (8, 300, 3), jnp.float64)
+  mask = jnp.ones((8, 300))
+  _, ref = rhel_jax.gradient("bptt", params, model, inputs, targets, mask, loss="mse")
+  for method, eps in (("rhel_centered", 1e-5), ("rhel", 1e-6), ("rhel", 1e-5), ("eprop", None),
+                      ("tbptt", None)):
+    options = {"eps": eps} if eps else {}
+    _, grads = rhel_jax.gradient(method, params, model, inputs, targets, mask, loss="mse", **options)
+    row = {"part": "fidelity", "method": method, "eps": eps}
+    for key in ref:
+      a, b = np.ravel(grads[key]), np.ravel(ref[key])
+      row[f"cos_{key}"] = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+      row[f"relerr_{key}"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    print(json.dumps(row), flush=True)
+
+
+def _memory_child(method: str, steps: int):
+  import time
+  import jax
+  import jax.numpy as jnp
+  import rhel_jax
+  from rhel_jax.gradients import _gradient_jit
+  from rhel_jax.losses import mse
+
+  n, batch = 128, 64
+  k_p, k_x, k_y = jax.random.split(jax.random.key(0), 3)
+  params = rhel_jax.init_params(k_p, n_in=4, n_hidden=n, n_out=3, w_scale=0.3, in_scale=0.3)
+  model = rhel_jax.ModelConfig(dt=0.2)
+  inputs = jax.random.normal(k_x, (batch, steps, 4))
+  targets = jax.random.normal(k_y, (batch, steps, 3))
+  mask = jnp.ones((batch, steps))
+  options = {"eps": 1e-2} if method.startswith("rhel") else {}
+  compiled = _gradient_jit.lower(method, params, model, inputs, targets, mask, mse, **options).compile()
+  stats = compiled.memory_analysis()
+  start = time.perf_counter()
+  jax.block_until_ready(compiled(params, inputs, targets, mask, **options))
+  seconds = time.perf_counter() - start
+  with open("/proc/self/status") as f:
+    hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+  print(json.dumps({"part": "memory", "method": method, "T": steps, "N": n, "batch": batch,
+                    "peak_rss_mb": hwm_kb / 1024, "xla_temp_mb": stats.temp_size_in_bytes / 2**20,
+                    "xla_args_mb": stats.argument_size_in_bytes / 2**20, "step_s": seconds}), flush=True)
+
+
+def _memory():
+  rows = {}
+  for method in ("rhel", "rhel_centered", "eprop", "bptt"):
+    for steps in (400, 4000):
+      out = subprocess.run([sys.executable, "-m", "benchmarks.core_check", "--child", method, str(steps)],
+                           check=True, capture_output=True, text=True).stdout
+      print(out.strip(), flush=True)
+      rows[method, steps] = json.loads(out.strip().splitlines()[-1])
+  for method in ("rhel", "rhel_centered", "eprop", "bptt"):
+    a, b = rows[method, 400], rows[method, 4000]
+    print(json.dumps({"part": "memory_ratio", "method": method,
+                      "peak_rss_ratio_4000_over_400": b["peak_rss_mb"] / a["peak_rss_mb"],
+                      "xla_temp_growth_mb": b["xla_temp_mb"] - a["xla_temp_mb"]}), flush=True)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--part", choices=("fidelity", "memory", "all"), default="all")
+  parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    _memory_child(args.child[0], int(args.child[1]))
+    return
+  if args.part in ("fidelity", "all"):
+    _fidelity()
+  if args.part in ("memory", "all"):
+    _memory()
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,16 @@
+"""rhel_jax: Recurrent Hamiltonian Echo Learning in JAX.
+
+Public API::
+
+    params = rhel_jax.init_params(key, n_in=4, n_hidden=32, n_out=3)
+    model = rhel_jax.ModelConfig(alpha=1.0, beta=1.0, dt=0.2)
+    ys = rhel_jax.forward(params, model, inputs)                 # (batch, T, n_in) -> (batch, T, n_out)
+    loss, grads = rhel_jax.gradient("rhel_centered", params, model, inputs, targets, mask, loss="mse")
+"""
+from rhel_jax.gradients import DEFAULT_EPS, METHODS, bptt, eprop, forward, gradient, rhel, rhel_centered, tbptt
+from rhel_jax.integrator import State, echo_phase, forward_phase, hebbian_terms, leapfrog_step, zero_state
+from rhel_jax.losses import LOSSES, bce, ce_mean, mse
+from rhel_jax.model import (ACTIVATIONS, PARAM_NAMES, ModelConfig, grad_potential, hamiltonian, init_params,
+                            potential, readout, symmetric)
+
+__version__ = "0.1.0"

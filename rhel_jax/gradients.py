@@ -1,0 +1,271 @@
+"""Gradient methods behind one interface: ``bptt``, ``rhel``, ``rhel_centered``, ``tbptt``, ``eprop``.
+
+Each method is ``fn(params, model, inputs_tm, targets, mask, loss_fn, **options)
+-> (loss, grads)`` with ``inputs_tm`` time-major (T, B, n_in) and grads in the structure of
+params. The public entry point is :func:`gradient`, which validates and jits.
+
+Nudge convention (RHEL): ``eps`` is the nudge per sequence. Sequence b's echo receives the
+impulse ``-eps * B * dL/dphi_b``, i.e. ``-eps * dl_b/dphi_b`` for a batch-mean loss
+``L = mean_b l_b``, and the estimate is divided by ``eps * B``. This keeps the best eps
+independent of batch size, and keeps the Hebbian difference (a sum over the batch) B times
+further above float round-off than a nudge of ``eps * dL/dphi``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Union
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from rhel_jax import validation
+from rhel_jax.integrator import State, echo_phase, forward_phase, hebbian_terms, leapfrog_step, zero_state
+from rhel_jax.losses import LossFn, resolve_loss
+from rhel_jax.model import ModelConfig, Params, readout, recurrent_drive
+
+Array = jax.Array
+
+
+def _loss_and_cotangent(loss_fn: LossFn, ys_tm: Array, targets, mask) -> tuple[Array, Array]:
+  """Loss and dL/dys, both from the stored readouts; the cotangent comes back time-major."""
+  loss, dl_dy = jax.value_and_grad(lambda y: loss_fn(jnp.swapaxes(y, 0, 1), targets, mask))(ys_tm)
+  return loss, dl_dy
+
+
+def _finish_hamiltonian_grads(sums: dict[str, Array], model: ModelConfig, scale) -> dict[str, Array]:
+  """Turns Hebbian sums into dL/d(W, b, B): factor h * scale, and dV/dW = rho rho^T / (2 beta)."""
+  factor = model.dt * scale
+  return {"W": sums["W"] * (factor / (2 * model.beta)), "b": sums["b"] * factor, "B": sums["B"] * factor}
+
+
+def bptt(params, model, inputs_tm, targets, mask, loss_fn):
+  """Reference gradient: ``jax.value_and_grad`` through the forward ``lax.scan`` (memory O(T))."""
+  def objective(p):
+    _, ys, _ = forward_phase(p, model, inputs_tm)
+    return loss_fn(jnp.swapaxes(ys, 0, 1), targets, mask)
+  return jax.value_and_grad(objective)(params)
+
+
+def rhel(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
+  """One-sided RHEL: the contrastive Hebbian rule of the seed paper.
+
+  One accumulator per synapse in the inference phase, one in the echo (nudge +eps):
+  ``dL/dtheta ~= h/eps_n * (sum_echo dV/dtheta - sum_forward dV/dtheta)``. Bias O(eps).
+  """
+  eps_n = eps * inputs_tm.shape[1]
+  final, ys, fwd_sums = forward_phase(params, model, inputs_tm, accumulate_hebbian=True)
+  loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
+  accumulate = lambda r, u: hebbian_terms(r[0], r[0], u)
+  _, echo_sums, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n]), accumulate)
+  diff = jax.tree.map(jnp.subtract, echo_sums, fwd_sums)
+  return loss, {**_finish_hamiltonian_grads(diff, model, 1.0 / eps_n), **out}
+
+
+def rhel_centered(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
+  """Centered RHEL: two echoes (+eps, -eps) from the same final state. Bias O(eps^2).
+
+  The per-step difference ``r+ r+^T - r- r-^T = ((r+ - r-)(r+ + r-)^T + transpose) / 2`` is
+  accumulated directly (one matmul per step, and no cancellation of two large sums). The
+  forward phase needs no accumulator.
+  """
+  eps_n = eps * inputs_tm.shape[1]
+  final, ys, _ = forward_phase(params, model, inputs_tm)
+  loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
+  accumulate = lambda r, u: hebbian_terms(r[0] - r[1], r[0] + r[1], u)
+  _, sums, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n, -eps_n]), accumulate)
+  # hebbian_terms(d, s) gives d^T s for W (symmetrise, then halve) and sum(d) for b, u^T d for B.
+  sums = {"W": (sums["W"] + sums["W"].T) / 2, "b": sums["b"], "B": sums["B"]}
+  return loss, {**_finish_hamiltonian_grads(sums, model, 1.0 / (2 * eps_n)), **out}
+
+
+def tbptt(params, model, inputs_tm, targets, mask, loss_fn, *, k=2):
+  """Truncated BPTT with a sliding window: each step's loss is back-propagated through exactly
+  the last ``k`` steps (the state k steps back is a constant). ``k >= T`` is full BPTT.
+
+  Two passes: the forward phase gives the readouts and dL/dy (which, for losses such as
+  ``ce_mean``, is known only at the end); the second pass carries a window of the last k
+  (state, input) pairs and, at each step, back-propagates dL/dy_t through the window.
+  Cost per step: k + 1 leapfrog steps forward and k backward.
+  """
+  steps, batch, n_in = inputs_tm.shape
+  n = params["W"].shape[0]
+  _, ys, _ = forward_phase(params, model, inputs_tm)
+  loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
+  dtype = params["W"].dtype
+
+  def _window_readout(p, start, us, valid):
+    def _inner(s, xs):
+      u, v = xs
+      new, _ = leapfrog_step(p, model, s, u)
+      return jax.tree.map(lambda a, b: jnp.where(v, a, b), new, s), None
+    end, _ = lax.scan(_inner, start, (us, valid))
+    return readout(p, model, end.phi), end
+
+  def _step(carry, xs):
+    state, win_phi, win_pi, win_u, win_valid, grads = carry
+    u, dy = xs
+    # Window holds (state before step, input) for the last k steps; invalid slots (t < k) are
+    # identity steps whose state is s_0, so the unroll then starts at s_0.
+    push = lambda w, x: jnp.concatenate([w[1:], x[None]], 0)
+    win_phi, win_pi = push(win_phi, state.phi), push(win_pi, state.pi)
+    win_u, win_valid = push(win_u, u), push(win_valid, jnp.array(True))
+    start = State(win_phi[0], win_pi[0])
+    _, vjp_fn, new_state = jax.vjp(lambda p: _window_readout(p, start, win_u, win_valid),
+                                   params, has_aux=True)
+    grads = jax.tree.map(jnp.add, grads, vjp_fn(dy)[0])
+    return (new_state, win_phi, win_pi, win_u, win_valid, grads), None
+
+  s0 = zero_state(batch, n, dtype)
+  carry0 = (s0, jnp.zeros((k, batch, n), dtype), jnp.zeros((k, batch, n), dtype),
+            jnp.zeros((k, batch, n_in), dtype), jnp.zeros((k,), bool),
+            jax.tree.map(jnp.zeros_like, dict(params)))
+  carry, _ = lax.scan(_step, carry0, (inputs_tm, dl_dy))
+  return loss, carry[-1]
+
+
+def eprop(params, model, inputs_tm, targets, mask, loss_fn):
+  """e-prop (Bellec et al. 2020) for the Hamiltonian neuron, with exact online traces.
+
+  Each neuron's local state is ``(phi_i, pi_i)``; every synapse carries a 2-vector eligibility
+  trace propagated by the neuron's own 2x2 leapfrog Jacobian. All recurrent input
+  ``Ws rho(phi)`` (the self-coupling ``W_ii`` included) is treated as non-local, i.e. as a
+  constant drive; ``rho'(phi_i)``, which multiplies that drive, is local and is differentiated.
+  The learning signal is the instantaneous ``dL/dphi_{k,i} = rho'(phi_{k,i}) (W_out^T dL/dy_k)_i``.
+  This equals BPTT through a model with ``stop_gradient`` on the recurrent ``rho(phi)``.
+  A lossless neuron has Jacobian determinant 1, so traces do not decay.
+
+  The readouts and dL/dy come from a first forward pass (so any loss works); the second pass
+  runs the traces. Memory: traces of (B, N, N) for W, independent of T.
+  """
+  steps, batch, n_in = inputs_tm.shape
+  n = params["W"].shape[0]
+  h, alpha, beta = model.dt, model.alpha, model.beta
+  rho, rho_prime = model.activation()
+  rho_second = lambda x: jax.jvp(rho_prime, (x,), (jnp.ones_like(x),))[1]
+  _, ys, _ = forward_phase(params, model, inputs_tm)
+  loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
+  dtype = params["W"].dtype
+
+  def _propagate(trace, a, df):
+    # trace: (e_phi, e_pi) of d(phi_i, pi_i)/dtheta; a (broadcast on the neuron axis) is
+    # d(dV/dphi_i)/dmid_i, df the direct parameter derivative of dV/dphi_i.
+    e_phi, e_pi = trace
+    dm = e_phi + (h / 2) * e_pi
+    e_pi = e_pi - h * (a * dm + df)
+    return (dm + (h / 2) * e_pi, e_pi)
+
+  def _step(carry, xs):
+    state, tr_w, tr_b, tr_in, grads = carry
+    u, dy = xs
+    mid = state.phi + (h / 2) * state.pi
+    r, rp = rho(mid), rho_prime(mid)
+    drive = recurrent_drive(params, model, r, u)
+    a = alpha + rho_second(mid) * drive                        # (B, N)
+    tr_w = _propagate(tr_w, a[:, :, None], rp[:, :, None] * r[:, None, :] / beta)  # [b, i, j]
+    tr_b = _propagate(tr_b, a, rp)                                                  # [b, i]
+    tr_in = _propagate(tr_in, a[:, None, :], u[:, :, None] * rp[:, None, :])      # [b, c, i]
+    pi = state.pi - h * (alpha * mid + rp * drive)
+    phi = mid + (h / 2) * pi
+    signal = rho_prime(phi) * (dy @ params["W_out"])           # (B, N)
+    grads = {
+        "W": grads["W"] + jnp.einsum("bi,bij->ij", signal, tr_w[0]),
+        "b": grads["b"] + jnp.sum(signal * tr_b[0], 0),
+        "B": grads["B"] + jnp.einsum("bi,bci->ci", signal, tr_in[0]),
+        "W_out": grads["W_out"] + dy.T @ rho(phi),
+        "b_out": grads["b_out"] + jnp.sum(dy, 0),
+    }
+    return (State(phi, pi), tr_w, tr_b, tr_in, grads), None
+
+  zeros = lambda *shape: (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+  carry0 = (zero_state(batch, n, dtype), zeros(batch, n, n), zeros(batch, n), zeros(batch, n_in, n),
+            jax.tree.map(jnp.zeros_like, dict(params)))
+  carry, _ = lax.scan(_step, carry0, (inputs_tm, dl_dy))
+  grads = carry[-1]
+  # Traces are for the symmetric Ws_ij as a free matrix; the stored W enters as (W + W^T)/2.
+  return loss, {**grads, "W": (grads["W"] + grads["W"].T) / 2}
+
+
+# name -> (function, {option: default}); options are keyword arguments of ``gradient``.
+METHODS: dict[str, tuple[Callable, dict]] = {
+    "bptt": (bptt, {}),
+    "rhel": (rhel, {"eps": None}),
+    "rhel_centered": (rhel_centered, {"eps": None}),
+    "tbptt": (tbptt, {"k": 2}),
+    "eprop": (eprop, {}),
+}
+# Default nudge by dtype (per-sequence convention above); see docs for the fidelity study.
+DEFAULT_EPS = {"float64": 1e-5, "float32": 1e-2}
+_STATIC_OPTIONS = ("k",)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "model", "loss_fn", "k"))
+def _gradient_jit(method, params, model, inputs, targets, mask, loss_fn, eps=None, k=None):
+  fn, _ = METHODS[method]
+  options = {}
+  if eps is not None:
+    options["eps"] = eps
+  if k is not None:
+    options["k"] = k
+  inputs_tm = jnp.swapaxes(inputs, 0, 1)
+  return fn(params, model, inputs_tm, targets, mask, loss_fn, **options)
+
+
+def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, targets: Array,
+             mask: Array | None = None, *, loss: Union[str, LossFn] = "mse", **options):
+  """Loss and gradient of the loss with respect to params, by the named method.
+
+  Args:
+    method: ``'bptt'``, ``'rhel'``, ``'rhel_centered'``, ``'tbptt'`` or ``'eprop'``.
+    params: mapping with ``W (N, N)``, ``b (N,)``, ``B (n_in, N)``, ``W_out (n_out, N)``,
+      ``b_out (n_out,)``.
+    model: :class:`ModelConfig`.
+    inputs: (batch, T, n_in).
+    targets: (batch, T, n_out) for ``'mse'``/``'bce'``; integer class ids (batch,) for
+      ``'ce_mean'``; anything the callable accepts otherwise.
+    mask: (batch, T) or (T,) weights of the steps (for ``'ce_mean'``: the valid steps);
+      None means all ones.
+    loss: ``'mse'``, ``'bce'``, ``'ce_mean'`` or ``fn(ys (batch, T, n_out), targets, mask)``
+      returning a scalar that averages over the batch.
+    **options: ``eps`` (rhel, rhel_centered; default by dtype: 1e-5 for float64, 1e-2 for
+      float32) and ``k`` (tbptt window, default 2).
+  Returns:
+    ``(loss, grads)`` with grads a dict shaped like params.
+  Raises:
+    ValueError naming the field for bad input, and for a non-finite loss or gradient when
+    called outside a trace.
+  """
+  validation.check_method(method, METHODS)
+  fn, defaults = METHODS[method]
+  unknown = sorted(set(options) - set(defaults))
+  if unknown:
+    raise ValueError(f"gradient: option(s) {unknown} not accepted by method {method!r}; "
+                     f"it takes {sorted(defaults) or 'none'}")
+  loss_fn = resolve_loss(loss)
+  params = validation.check_params(params)
+  validation.check_model(model)
+  inputs, targets, mask = validation.check_data(params, inputs, targets, mask, loss)
+  options = {**defaults, **options}
+  if "eps" in options:
+    if options["eps"] is None:
+      options["eps"] = DEFAULT_EPS.get(jnp.dtype(params["W"].dtype).name, 1e-2)
+    validation.check_positive("eps", options["eps"])
+  if "k" in options:
+    validation.check_positive_int("k", options["k"])
+  result = _gradient_jit(method, params, model, inputs, targets, mask, loss_fn, **options)
+  validation.check_finite_result(result, method)
+  return result
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _forward_jit(params, model, inputs):
+  _, ys, _ = forward_phase(params, model, jnp.swapaxes(inputs, 0, 1))
+  return jnp.swapaxes(ys, 0, 1)
+
+
+def forward(params: Params, model: ModelConfig, inputs: Array) -> Array:
+  """Readout trajectory of the inference phase: inputs (batch, T, n_in) -> (batch, T, n_out)."""
+  params = validation.check_params(params)
+  validation.check_model(model)
+  inputs = validation.check_inputs(params, inputs)
+  return _forward_jit(params, model, inputs)

@@ -1,0 +1,148 @@
+"""The Hopfield-style Hamiltonian RNN: parameters, potential, force and readout.
+
+State is ``(phi, pi)``, each ``(..., N)``; every function here accepts any leading batch
+dims, so one code path serves a single sequence, a batch, and the stacked +/-eps echoes.
+
+    V(phi; u) = alpha/2 |phi|^2 + 1/(2 beta) rho(phi)^T Ws rho(phi) + b^T rho(phi) + u^T B rho(phi)
+    H(phi, pi) = 1/2 |pi|^2 + V(phi)
+
+``Ws = (W + W^T)/2`` is the symmetrised stored matrix. All gradients (BPTT's and the Hebbian
+ones) are with respect to the *stored* ``W``; since V only sees its symmetric part, they are
+symmetric, and equal to the gradient with respect to ``Ws`` on the diagonal and half of it off
+the diagonal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Mapping, Union
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = Mapping[str, Array]
+PARAM_NAMES = ("W", "b", "B", "W_out", "b_out")
+HAMILTONIAN_PARAMS = ("W", "b", "B")  # enter V; W_out, b_out only feed the readout
+
+
+def _sigmoid_prime(x):
+  s = jax.nn.sigmoid(x)
+  return s * (1.0 - s)
+
+
+# Closed-form derivatives: rho' sits on the hot path of every step.
+ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+    "tanh": (jnp.tanh, lambda x: 1.0 - jnp.tanh(x) ** 2),
+    "sigmoid": (jax.nn.sigmoid, _sigmoid_prime),
+    "identity": (lambda x: x, jnp.ones_like),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Static hyperparameters of the Hamiltonian (hashable, so usable as a jit static arg).
+
+  Attributes:
+    alpha: strength of the confining term ``alpha/2 |phi|^2``.
+    beta: inverse coupling temperature; the recurrent term is ``rho^T W rho / (2 beta)``.
+    dt: leapfrog step size h. Stability needs roughly ``h * omega_max < 2``.
+    rho: activation name (``'tanh'``, ``'sigmoid'``, ``'identity'``) or an elementwise callable
+      (its derivative is then taken with ``jax.jvp``).
+  """
+  alpha: float = 1.0
+  beta: float = 1.0
+  dt: float = 0.2
+  rho: Union[str, Callable] = "tanh"
+
+  def __post_init__(self):
+    for name in ("alpha", "beta", "dt"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"ModelConfig.{name} must be a finite number, got {value!r}")
+    if self.dt <= 0:
+      raise ValueError(f"ModelConfig.dt must be > 0, got {self.dt!r}")
+    if self.beta <= 0:
+      raise ValueError(f"ModelConfig.beta must be > 0, got {self.beta!r}")
+    if isinstance(self.rho, str):
+      if self.rho not in ACTIVATIONS:
+        raise ValueError(f"ModelConfig.rho: unknown activation {self.rho!r}; "
+                         f"choose one of {sorted(ACTIVATIONS)} or pass a callable")
+    elif not callable(self.rho):
+      raise ValueError(f"ModelConfig.rho must be a name or a callable, got {self.rho!r}")
+
+  def activation(self) -> tuple[Callable, Callable]:
+    """Returns ``(rho, rho_prime)``, both elementwise."""
+    if isinstance(self.rho, str):
+      return ACTIVATIONS[self.rho]
+    rho = self.rho
+    return rho, lambda x: jax.jvp(rho, (x,), (jnp.ones_like(x),))[1]
+
+
+def init_params(key: Array, n_in: int, n_hidden: int, n_out: int, *,
+                dtype=jnp.float32, w_scale: float = 1.0, in_scale: float = 1.0,
+                b_scale: float = 0.1, out_scale: float = 1.0) -> dict[str, Array]:
+  """Random parameters as a plain dict.
+
+  ``W ~ w_scale * N(0, 1/N)`` (stored symmetric), ``B ~ in_scale * N(0, 1/n_in)``,
+  ``b ~ b_scale * N(0, 1)``, ``W_out ~ out_scale * N(0, 1/N)``, ``b_out = 0``.
+
+  Returns:
+    ``{'W': (N, N), 'b': (N,), 'B': (n_in, N), 'W_out': (n_out, N), 'b_out': (n_out,)}``.
+  """
+  for name, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"init_params: {name} must be a positive int, got {value!r}")
+  dtype = jnp.dtype(dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"init_params: dtype must be a floating type, got {dtype}")
+  if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+    raise ValueError("init_params: dtype float64 needs jax.config.update('jax_enable_x64', True) "
+                     "before any array is created; without it JAX silently uses float32")
+  k_w, k_b, k_in, k_out = jax.random.split(key, 4)
+  n = n_hidden
+  w = jax.random.normal(k_w, (n, n), dtype) * (w_scale / math.sqrt(n))
+  return {
+      "W": (w + w.T) / 2,
+      "b": jax.random.normal(k_b, (n,), dtype) * b_scale,
+      "B": jax.random.normal(k_in, (n_in, n), dtype) * (in_scale / math.sqrt(n_in)),
+      "W_out": jax.random.normal(k_out, (n_out, n), dtype) * (out_scale / math.sqrt(n)),
+      "b_out": jnp.zeros((n_out,), dtype),
+  }
+
+
+def symmetric(w: Array) -> Array:
+  """``(W + W^T) / 2``: the matrix the dynamics actually use."""
+  return (w + w.T) / 2
+
+
+def potential(params: Params, model: ModelConfig, phi: Array, u: Array) -> Array:
+  """V(phi; u) per sequence. phi: (..., N), u: (..., n_in) -> (...)."""
+  rho, _ = model.activation()
+  r = rho(phi)
+  ws = symmetric(params["W"])
+  return (model.alpha / 2 * jnp.sum(phi * phi, -1)
+          + jnp.sum(r * (r @ ws), -1) / (2 * model.beta)
+          + r @ params["b"] + jnp.sum((u @ params["B"]) * r, -1))
+
+
+def hamiltonian(params: Params, model: ModelConfig, phi: Array, pi: Array, u: Array) -> Array:
+  """H = |pi|^2/2 + V(phi; u). Shapes as :func:`potential`."""
+  return jnp.sum(pi * pi, -1) / 2 + potential(params, model, phi, u)
+
+
+def recurrent_drive(params: Params, model: ModelConfig, r: Array, u: Array) -> Array:
+  """``Ws rho / beta + b + B^T u``: what multiplies rho'(phi) in dV/dphi. (..., N)."""
+  return r @ symmetric(params["W"]) / model.beta + params["b"] + u @ params["B"]
+
+
+def grad_potential(params: Params, model: ModelConfig, phi: Array, u: Array) -> Array:
+  """dV/dphi (the force is its negative), evaluated in closed form. (..., N)."""
+  rho, rho_prime = model.activation()
+  return model.alpha * phi + rho_prime(phi) * recurrent_drive(params, model, rho(phi), u)
+
+
+def readout(params: Params, model: ModelConfig, phi: Array) -> Array:
+  """y = W_out rho(phi) + b_out. (..., N) -> (..., n_out)."""
+  rho, _ = model.activation()
+  return rho(phi) @ params["W_out"].T + params["b_out"]
