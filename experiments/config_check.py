@@ -1,0 +1,82 @@
+"""Checks every config field before any compute; errors name the field (``config.model.dt``)."""
+from __future__ import annotations
+
+import math
+
+from rhel_jax.gradients import METHODS
+from rhel_jax.model import ACTIVATIONS
+
+_SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+def _int(config, path: str, minimum: int = 1) -> None:
+  value = _get(config, path)
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(f"config.{path} must be an int >= {minimum}, got {value!r}")
+
+
+def _float(config, path: str, *, positive: bool = True, nonnegative: bool = False) -> None:
+  value = _get(config, path)
+  ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+  if ok and positive and not nonnegative:
+    ok = value > 0
+  if ok and nonnegative:
+    ok = value >= 0
+  if not ok:
+    need = ">= 0" if nonnegative else ("> 0" if positive else "finite")
+    raise ValueError(f"config.{path} must be a number {need}, got {value!r}")
+
+
+def _choice(config, path: str, choices) -> None:
+  value = _get(config, path)
+  if value not in choices:
+    raise ValueError(f"config.{path} must be one of {list(choices)}, got {value!r}")
+
+
+def _get(config, path: str):
+  node = config
+  for part in path.split("."):
+    if part not in node:
+      raise ValueError(f"config.{path} is missing")
+    node = node[part]
+  return node
+
+
+def validate_config(config) -> None:
+  """Raises ValueError naming the first invalid field."""
+  for path in ("num_seeds", "num_epochs", "steps_per_epoch", "batch_size", "eval_size", "checkpoint_every",
+               "alignment_batch_size", "model.num_hidden", "method.tbptt_k"):
+    _int(config, path)
+  _int(config, "seed", minimum=0)
+  methods = _get(config, "methods")
+  if isinstance(methods, str) or not isinstance(methods, (tuple, list)) or not methods:
+    raise ValueError(f"config.methods must be a non-empty tuple of method names, got {methods!r}")
+  for m in methods:
+    if m not in METHODS:
+      raise ValueError(f"config.methods: unknown method {m!r}; choose from {sorted(METHODS)}")
+  if len(set(methods)) != len(methods):
+    raise ValueError(f"config.methods lists a method twice: {methods!r}")
+  epochs = _get(config, "alignment_epochs")
+  if isinstance(epochs, (str, int)) or any(
+      isinstance(e, bool) or not isinstance(e, int) or not 0 <= e < config.num_epochs for e in epochs):
+    raise ValueError(f"config.alignment_epochs must be a tuple of ints in [0, num_epochs={config.num_epochs}), "
+                     f"got {epochs!r}")
+  for path in ("model.beta", "model.dt", "method.eps", "train.lr", "model.w_scale", "model.in_scale",
+               "model.out_scale"):
+    _float(config, path)
+  _float(config, "model.alpha", positive=False)
+  _float(config, "model.b_scale", nonnegative=True)
+  _float(config, "train.clip_norm", nonnegative=True)
+  _int(config, "train.warmup_steps", minimum=0)
+  _choice(config, "model.rho", ACTIVATIONS)
+  _choice(config, "model.dtype", ("float32", "float64"))
+  _choice(config, "train.optimizer", ("adam",))
+  _choice(config, "train.schedule", _SCHEDULES)
+  if config.task.name == "copy_paste":
+    for path in ("task.num_bits", "task.pattern_length", "task.steps_per_symbol", "task.marker_steps",
+                 "task.seq_len"):
+      _int(config, path)
+    t = config.task
+    if t.seq_len < 2 * t.pattern_length * t.steps_per_symbol + t.marker_steps:
+      raise ValueError(f"config.task.seq_len={t.seq_len} is shorter than the pattern, marker and recall "
+                       "window together")

@@ -1,0 +1,32 @@
+"""Runs one experiment from an ml-collections config.
+
+    python -m experiments.main --config=experiments/copy_paste.py:quick
+    python -m experiments.main --config=experiments/copy_paste.py --config.seed=3 --workdir=runs/cp3
+"""
+import shlex
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments.train import run_experiment
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; default runs/<config.name>. "
+                               "Re-running with the same workdir resumes.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete a run with a different config in --workdir.")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or f"runs/{config.name}"
+  run_experiment(config, workdir, overwrite=_OVERWRITE.value, command=shlex.join(["python", "-m", "experiments.main", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+  app.run(main)

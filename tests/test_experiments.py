@@ -1,0 +1,164 @@
+"""The experiment entry point on shrunk configs: outputs, resume, bad configs."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from absl.testing import absltest
+
+from experiments import checkpoints, copy_paste, train
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def tiny_config(**overrides):
+  c = copy_paste.get_config("quick")
+  c.task.seq_len = 24
+  c.task.pattern_length = 3
+  c.num_seeds = 2
+  c.num_epochs = 3
+  c.steps_per_epoch = 3
+  c.batch_size = 8
+  c.eval_size = 16
+  c.alignment_batch_size = 8
+  c.alignment_epochs = (0, 2)
+  c.checkpoint_every = 1
+  c.model.num_hidden = 8
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def _final(workdir, method):
+  return json.loads((pathlib.Path(workdir) / method / "final.json").read_text())
+
+
+class _TempDirs(absltest.TestCase):
+
+  def tmp(self) -> str:
+    # absltest's create_tempdir needs parsed absl flags, which pytest does not provide.
+    d = tempfile.TemporaryDirectory()
+    self.addCleanup(d.cleanup)
+    return d.name
+
+
+class RunExperimentTest(_TempDirs):
+
+  def test_all_methods_write_their_outputs(self):
+    workdir = pathlib.Path(self.tmp())
+    config = tiny_config()
+    rows = train.run_experiment(config, workdir)
+    self.assertEqual([r["method"] for r in rows], list(config.methods))
+    self.assertTrue((workdir / "config.json").exists())
+    table = (workdir / "results.md").read_text()
+    for method in config.methods:
+      self.assertIn(f"| {method} |", table)
+      metrics = checkpoints.read_jsonl(workdir / method / "metrics.jsonl")
+      self.assertEqual(sorted((r["epoch"], r["seed"]) for r in metrics),
+                       [(e, s) for e in range(3) for s in range(2)])
+      align = checkpoints.read_jsonl(workdir / method / "alignment.jsonl")
+      self.assertEqual(sorted((r["epoch"], r["seed"]) for r in align), [(0, 0), (0, 1), (2, 0), (2, 1)])
+      for r in align:
+        self.assertBetween(r["cos_all"], -1.0, 1.0 + 1e-6)
+        if method == "bptt":
+          self.assertAlmostEqual(r["cos_all"], 1.0, places=5)
+        if method == "rhel_centered":
+          self.assertGreater(r["cos_all"], 0.99)  # float32, eps=1e-3: RHEL tracks BPTT
+      final = _final(workdir, method)
+      self.assertLen(final["test_bit_acc"], 2)
+      self.assertTrue(all(0.0 <= a <= 1.0 for a in final["test_bit_acc"]))
+      self.assertLen(list((workdir / method).glob("checkpoint_*.msgpack")), 2)  # the two newest
+
+  def test_resume_after_interruption_gives_the_same_result(self):
+    config = tiny_config(methods=("rhel",), num_epochs=4)
+    straight = self.tmp()
+    train.run_experiment(config, straight)
+
+    interrupted = self.tmp()
+    original = checkpoints.save_checkpoint
+
+    def save_then_die(directory, epoch, target, keep=2):
+      original(directory, epoch, target, keep)
+      if epoch == 2:
+        raise KeyboardInterrupt  # killed right after the epoch-2 checkpoint
+    train.checkpoints.save_checkpoint = save_then_die
+    try:
+      with self.assertRaises(KeyboardInterrupt):
+        train.run_experiment(config, interrupted)
+    finally:
+      train.checkpoints.save_checkpoint = original
+    self.assertFalse((pathlib.Path(interrupted) / "rhel" / "final.json").exists())
+    train.run_experiment(config, interrupted)
+    self.assertEqual(_final(interrupted, "rhel"), _final(straight, "rhel"))
+    metrics = checkpoints.read_jsonl(pathlib.Path(interrupted) / "rhel" / "metrics.jsonl")
+    self.assertEqual([r["epoch"] for r in metrics], [e for e in range(4) for _ in range(2)])
+
+  def test_corrupt_latest_checkpoint_falls_back_to_the_previous(self):
+    config = tiny_config(methods=("bptt",))
+    workdir = pathlib.Path(self.tmp())
+    train.run_experiment(config, workdir)
+    latest = workdir / "bptt" / "checkpoint_3.msgpack"
+    latest.write_bytes(latest.read_bytes()[:20])
+    (workdir / "bptt" / "final.json").unlink()
+    with self.assertLogs(level="WARNING") as logs:
+      train.run_experiment(config, workdir)
+    self.assertIn("checkpoint_3.msgpack is unreadable", "\n".join(logs.output))
+    self.assertTrue((workdir / "bptt" / "final.json").exists())
+
+  def test_invalid_values_name_the_field(self):
+    workdir = self.tmp()
+    for key, value, field in (("model.dt", -1.0, "config.model.dt"), ("num_seeds", 0, "config.num_seeds"),
+                              ("methods", ("rhel", "bogus"), "config.methods"),
+                              ("alignment_epochs", (0, 99), "config.alignment_epochs"),
+                              ("task.seq_len", 5, "config.task.seq_len")):
+      with self.assertRaisesRegex(ValueError, field):
+        train.run_experiment(tiny_config(**{key: value}), workdir)
+
+  def test_workdir_with_another_config_is_refused(self):
+    workdir = self.tmp()
+    train.run_experiment(tiny_config(methods=("bptt",), num_epochs=1, alignment_epochs=(0,)), workdir)
+    with self.assertRaisesRegex(ValueError, "different config.*seed"):
+      train.run_experiment(tiny_config(methods=("bptt",), num_epochs=1, alignment_epochs=(0,), seed=4), workdir)
+
+
+class MainEntryPointTest(_TempDirs):
+
+  def _main(self, *args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+  def test_shrunk_quick_config_runs_end_to_end(self):
+    workdir = self.tmp()
+    out = self._main("--config=experiments/copy_paste.py:quick", f"--workdir={workdir}",
+                     "--config.methods=('rhel_centered','tbptt')", "--config.num_epochs=2",
+                     "--config.steps_per_epoch=2", "--config.num_seeds=2", "--config.task.seq_len=30",
+                     "--config.batch_size=8", "--config.eval_size=16", "--config.alignment_epochs=(1,)",
+                     "--config.model.num_hidden=8")
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertIn("[tbptt] epoch 2/2", out.stderr)
+    self.assertIn("ETA", out.stderr)
+    self.assertIn("| rhel_centered |", out.stdout)
+    saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+    self.assertEqual(saved["methods"], ["rhel_centered", "tbptt"])
+
+  def test_typo_in_override_fails_naming_the_key(self):
+    out = self._main("--config=experiments/copy_paste.py:quick", "--config.trian.lr=0.1")
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn("trian", out.stderr)
+
+  def test_unknown_variant_fails(self):
+    out = self._main("--config=experiments/copy_paste.py:huge")
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn("unknown variant 'huge'", out.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()
