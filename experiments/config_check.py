@@ -44,8 +44,9 @@ def _get(config, path: str):
 
 def validate_config(config) -> None:
   """Raises ValueError naming the first invalid field."""
-  for path in ("num_seeds", "num_epochs", "steps_per_epoch", "batch_size", "eval_size", "checkpoint_every",
-               "alignment_batch_size", "model.num_hidden", "method.tbptt_k"):
+  _choice(config, "task.name", ("copy_paste", "heidelberg_digits"))
+  for path in ("num_seeds", "num_epochs", "batch_size", "checkpoint_every", "alignment_batch_size",
+               "model.num_hidden", "method.tbptt_k"):
     _int(config, path)
   _int(config, "seed", minimum=0)
   methods = _get(config, "methods")
@@ -72,7 +73,18 @@ def validate_config(config) -> None:
   _choice(config, "model.dtype", ("float32", "float64"))
   _choice(config, "train.optimizer", ("adam",))
   _choice(config, "train.schedule", _SCHEDULES)
+  if config.task.name == "heidelberg_digits":
+    _int(config, "steps_per_epoch", minimum=0)
+    for path in ("data.sample_rate", "data.n_mels", "data.time_downsample", "data.standin_speakers",
+                 "data.standin_trials"):
+      _int(config, path)
+    for path in ("data.max_frames", "data.num_validation_speakers", "data.standin_seed"):
+      _int(config, path, minimum=0)
+    _float(config, "data.win_ms")
+    _float(config, "data.hop_ms")
   if config.task.name == "copy_paste":
+    _int(config, "steps_per_epoch")
+    _int(config, "eval_size")
     for path in ("task.num_bits", "task.pattern_length", "task.steps_per_symbol", "task.marker_steps",
                  "task.seq_len"):
       _int(config, path)

@@ -72,13 +72,15 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
 
   if variant == "quick":
     c.task.seq_len = 100
-    c.num_epochs = 12
+    c.num_epochs = 16
     c.steps_per_epoch = 100
     c.batch_size = 32
     c.eval_size = 512
     c.checkpoint_every = 4
-    c.alignment_epochs = (0, 6, 11)
-    c.model.w_scale = 1.0
-    c.model.in_scale = 1.0
+    c.alignment_epochs = (0, 8, 15)
+    # At T=100, init scale 1.0 made 2 of 5 seeds chaotic enough that the float32 echo stopped
+    # retracing and one-sided RHEL's estimate lost all alignment; 0.5 kept all 5 seeds learning.
+    c.model.w_scale = 0.5
+    c.model.in_scale = 0.5
     c.train.lr = 3e-3
   return c

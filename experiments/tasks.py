@@ -27,6 +27,8 @@ class CopyPaste:
     self.n_in, self.n_out = self.task.n_in, self.task.n_out
     self.batch_size, self.eval_size, self.probe_size = (config.batch_size, config.eval_size,
                                                         config.alignment_batch_size)
+    self.steps_per_epoch = config.steps_per_epoch
+    self.seq_len = self.task.seq_len
     self.dtype = dtype
 
   def _sample(self, key, batch):
@@ -48,7 +50,57 @@ class CopyPaste:
     return {**out, "loss": loss, "loss_vs_memoryless": loss / self.task.memoryless_loss()}
 
 
+class HeidelbergDigits:
+  """Heidelberg Digits (or any corpus in its layout): classification of the time-averaged logits.
+
+  The padded splits live on the device; each epoch is a permutation of the training set drawn
+  from the seed's data key, so batches are exact epochs and reproducible. All seeds share the
+  official test split.
+  """
+  loss = "ce_mean"
+  primary_metric = "accuracy"
+
+  def __init__(self, config: ml_collections.ConfigDict, dtype):
+    from experiments import hd_data
+    arrays = hd_data.load(config.data)
+    self.n_in, self.n_out = arrays["train"].inputs.shape[2], 20
+    self.dtype = dtype
+    as_device = lambda a: (jnp.asarray(a.inputs, dtype), jnp.asarray(a.labels), jnp.asarray(a.mask, dtype))
+    self.train, self.test = as_device(arrays["train"]), as_device(arrays["test"])
+    self.num_train = len(arrays["train"])
+    self.batch_size, self.probe_size = config.batch_size, config.alignment_batch_size
+    for name, size in (("batch_size", self.batch_size), ("alignment_batch_size", self.probe_size)):
+      if size > self.num_train:
+        raise ValueError(f"config.{name}={size} exceeds the {self.num_train} training examples")
+    self.steps_per_epoch = config.steps_per_epoch or self.num_train // self.batch_size
+    self.sizes = {split: len(a) for split, a in arrays.items()}
+    self.seq_len = arrays["train"].inputs.shape[1]
+
+  def _take(self, data, idx):
+    return tuple(x[idx] for x in data)
+
+  def train_batch(self, key, step):
+    epoch, i = step // self.steps_per_epoch, step % self.steps_per_epoch
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), self.num_train)
+    return self._take(self.train, jax.lax.dynamic_slice(order, (i * self.batch_size,), (self.batch_size,)))
+
+  def test_set(self, key):
+    del key  # the official test split, the same for every seed
+    return self.test
+
+  def probe_batch(self, key):
+    return self._take(self.train, jax.random.choice(key, self.num_train, (self.probe_size,), replace=False))
+
+  def metrics(self, ys, labels, mask):
+    mean_logits = jnp.sum(mask[..., None] * ys, 1) / jnp.sum(mask, 1)[:, None]
+    return {"accuracy": jnp.mean(jnp.argmax(mean_logits, -1) == labels),
+            "loss": losses.ce_mean(ys, labels, mask)}
+
+
 def build_task(config: ml_collections.ConfigDict, dtype):
   if config.task.name == "copy_paste":
     return CopyPaste(config, dtype)
-  raise ValueError(f"config.task.name: unknown task {config.task.name!r}; known: ['copy_paste']")
+  if config.task.name == "heidelberg_digits":
+    return HeidelbergDigits(config, dtype)
+  raise ValueError(f"config.task.name: unknown task {config.task.name!r}; "
+                   "known: ['copy_paste', 'heidelberg_digits']")

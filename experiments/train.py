@@ -81,7 +81,8 @@ class MethodTrainer:
     self.fn = METHODS[method][0]
     self.options = method_options(config, method)
     self.loss_fn = LOSSES[task.loss]
-    self.optimizer = make_optimizer(config.train, config.num_epochs * config.steps_per_epoch)
+    self.steps_per_epoch = task.steps_per_epoch
+    self.optimizer = make_optimizer(config.train, config.num_epochs * self.steps_per_epoch)
     self.init = jax.jit(jax.vmap(self._init))
     self.epoch = jax.jit(jax.vmap(self._epoch, in_axes=(0, 0, None)))
     self.evaluate = jax.jit(jax.vmap(self._evaluate))
@@ -103,7 +104,7 @@ class MethodTrainer:
   def _epoch(self, state, data_key, epoch):
     """One epoch for one seed. A non-finite loss or gradient freezes the seed (no update)."""
     def train_step(state, i):
-      step = epoch * self.config.steps_per_epoch + i
+      step = epoch * self.steps_per_epoch + i
       loss, grads = self._grads(state["params"], self.task.train_batch(data_key, step))
       ok = jnp.isfinite(loss) & _all_finite(grads) & ~state["diverged"]
       updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
@@ -113,7 +114,7 @@ class MethodTrainer:
                    "diverged": state["diverged"] | ~ok}
       return new_state, loss
 
-    state, step_losses = jax.lax.scan(train_step, state, jnp.arange(self.config.steps_per_epoch))
+    state, step_losses = jax.lax.scan(train_step, state, jnp.arange(self.steps_per_epoch))
     return state, jnp.mean(step_losses)
 
   def _evaluate(self, params, test):
@@ -231,7 +232,7 @@ def summarize(results: dict[str, dict], primary: str) -> list[dict]:
   for method, r in results.items():
     ok = ~np.asarray(r["diverged"], bool)
     row = {"method": method, "seeds": int(ok.sum()), "diverged_seeds": np.flatnonzero(~ok).tolist()}
-    for key in (f"test_{primary}", "test_pattern_acc", "test_loss_vs_memoryless", "test_accuracy"):
+    for key in (f"test_{primary}", "test_pattern_acc", "test_loss_vs_memoryless"):
       if key in r:
         values = np.asarray(r[key], float)[ok]
         row[key] = (float(values.mean()), float(values.std())) if values.size else (math.nan, math.nan)
@@ -239,18 +240,22 @@ def summarize(results: dict[str, dict], primary: str) -> list[dict]:
   return rows
 
 
-def results_markdown(config, rows: list[dict], primary: str, command: str) -> str:
-  metric_cols = [k for k in (f"test_{primary}", "test_pattern_acc", "test_loss_vs_memoryless", "test_accuracy")
+def results_markdown(config, rows: list[dict], task, command: str, revision: str) -> str:
+  primary = task.primary_metric
+  metric_cols = [k for k in dict.fromkeys((f"test_{primary}", "test_pattern_acc", "test_loss_vs_memoryless"))
                  if k in rows[0]]
   pct = lambda k: k != "test_loss_vs_memoryless"
   head = "| method | " + " | ".join(k.removeprefix("test_") + (" (%)" if pct(k) else "") for k in metric_cols) + \
       " | seeds | diverged |"
   lines = [f"# Results: {config.name}", "",
            f"Mean ± std over seeds of the final test metrics (per-seed values in `<method>/final.json`).",
-           "", f"- command: `{command}`", f"- git revision: `{_git_revision()}`",
-           f"- task: {config.task.name}, T={config.task.get('seq_len', '?')}, N={config.model.num_hidden}, "
-           f"{config.num_epochs} epochs x {config.steps_per_epoch} steps, batch {config.batch_size}, "
-           f"{config.num_seeds} seeds, {config.model.dtype}", "", head,
+           "", f"- command: `{command}`", f"- git revision: `{revision}`",
+           f"- task: {config.task.name}, T={task.seq_len}, N={config.model.num_hidden}, "
+           f"{config.num_epochs} epochs x {task.steps_per_epoch} steps, batch {config.batch_size}, "
+           f"{config.num_seeds} seeds, {config.model.dtype}"]
+  if getattr(task, "sizes", None):
+    lines.append(f"- split sizes: {task.sizes}")
+  lines += ["", head,
            "|" + "---|" * (len(metric_cols) + 3)]
   for row in rows:
     cells = []
@@ -307,12 +312,13 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
                jax.devices()[0].platform)
   progress = Progress(len(config.methods) * config.num_epochs)
   command = command or f"run_experiment(<{config.name}>, {workdir})"
+  revision = _git_revision()  # of the code that runs, not of whatever is checked out at the end
   results = {}
   for method in config.methods:
     results[method] = train_method(config, task, method, workdir / method, dtype, progress)
     # Rewritten after every method, so a long sweep shows the finished methods early.
     rows = summarize(results, task.primary_metric)
-    text = results_markdown(config, rows, task.primary_metric, command)
+    text = results_markdown(config, rows, task, command, revision)
     if len(results) < len(config.methods):
       text += f"\nIn progress: {len(results)} of {len(config.methods)} methods finished.\n"
     checkpoints.atomic_write_text(workdir / "results.md", text)

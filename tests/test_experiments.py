@@ -122,10 +122,35 @@ class RunExperimentTest(_TempDirs):
         train.run_experiment(tiny_config(**{key: value}), workdir)
 
   def test_workdir_with_another_config_is_refused(self):
-    workdir = self.tmp()
-    train.run_experiment(tiny_config(methods=("bptt",), num_epochs=1, alignment_epochs=(0,)), workdir)
+    workdir = pathlib.Path(self.tmp())
+    train.prepare_workdir(tiny_config(), workdir, overwrite=False)  # what a run writes before training
     with self.assertRaisesRegex(ValueError, "different config.*seed"):
-      train.run_experiment(tiny_config(methods=("bptt",), num_epochs=1, alignment_epochs=(0,), seed=4), workdir)
+      train.run_experiment(tiny_config(seed=4), workdir)
+    train.prepare_workdir(tiny_config(seed=4), workdir, overwrite=True)
+    self.assertEqual(json.loads((workdir / "config.json").read_text())["seed"], 4)
+
+
+class HeidelbergDigitsExperimentTest(_TempDirs):
+
+  def test_trains_on_a_directory_in_the_official_layout(self):
+    from experiments import heidelberg_digits
+    from tests.test_hd_data import tiny_corpus
+    c = heidelberg_digits.get_config("quick")
+    c.data.manual_dir = str(tiny_corpus() / "archive")
+    c.data.data_dir = self.tmp()
+    c.methods = ("rhel_centered", "eprop")
+    c.num_seeds, c.num_epochs, c.batch_size, c.alignment_batch_size = 2, 2, 4, 4
+    c.alignment_epochs = (1,)
+    c.model.num_hidden = 8
+    workdir = pathlib.Path(self.tmp())
+    rows = train.run_experiment(c, workdir)
+    self.assertEqual([r["method"] for r in rows], ["rhel_centered", "eprop"])
+    text = (workdir / "results.md").read_text()
+    self.assertIn("split sizes: {'train': 15, 'validation': 6, 'test': 15}", text)
+    final = _final(workdir, "rhel_centered")
+    self.assertLen(final["test_accuracy"], 2)
+    align = checkpoints.read_jsonl(workdir / "rhel_centered" / "alignment.jsonl")
+    self.assertTrue(all(r["cos_all"] > 0.99 for r in align))
 
 
 class MainEntryPointTest(_TempDirs):
@@ -138,16 +163,16 @@ class MainEntryPointTest(_TempDirs):
   def test_shrunk_quick_config_runs_end_to_end(self):
     workdir = self.tmp()
     out = self._main("--config=experiments/copy_paste.py:quick", f"--workdir={workdir}",
-                     "--config.methods=('rhel_centered','tbptt')", "--config.num_epochs=2",
+                     "--config.methods=('tbptt',)", "--config.num_epochs=2",
                      "--config.steps_per_epoch=2", "--config.num_seeds=2", "--config.task.seq_len=30",
                      "--config.batch_size=8", "--config.eval_size=16", "--config.alignment_epochs=(1,)",
                      "--config.model.num_hidden=8")
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     self.assertIn("[tbptt] epoch 2/2", out.stderr)
     self.assertIn("ETA", out.stderr)
-    self.assertIn("| rhel_centered |", out.stdout)
+    self.assertIn("| tbptt |", out.stdout)
     saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
-    self.assertEqual(saved["methods"], ["rhel_centered", "tbptt"])
+    self.assertEqual(saved["methods"], ["tbptt"])
 
   def test_typo_in_override_fails_naming_the_key(self):
     out = self._main("--config=experiments/copy_paste.py:quick", "--config.trian.lr=0.1")

@@ -1,0 +1,301 @@
+"""TFDS builder for Heidelberg Digits (HD, Cramer et al. 2022), audio version, as log-mel features.
+
+The source is the official ``hd_audio.tar.gz`` (``audio/lang-{english|german}_speaker-NN_trial-T_digit-D.flac``
+plus ``train_filenames.txt`` / ``test_filenames.txt``), taken from ``source_dir`` (the archive, or
+the extracted layout) or downloaded from the official address with md5 verification and retries.
+Writes ``array_record`` (no TensorFlow needed); read back with ``builder.as_data_source()``.
+
+Splits: ``train`` and ``test`` from the official lists (speaker-held-out), and ``validation``
+carved from ``train`` by speaker (the ``num_validation_speakers`` highest-numbered training
+speakers that also appear in no test-only role).
+
+Build in Python::
+
+    builder = HeidelbergDigits(data_dir="~/tensorflow_datasets", source_dir="/path/with/hd_audio.tar.gz",
+                               config=HDConfig(n_mels=40, hop_ms=10.0))
+    builder.download_and_prepare(file_format="array_record")
+    train = builder.as_data_source()["train"]     # random access, numpy dicts
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+ARCHIVE_NAME = "hd_audio.tar.gz"
+# Official location (Zenke lab) and its mirror; md5sums.txt sits beside the archive.
+OFFICIAL_URLS = ("https://zenkelab.org/datasets/hd_audio.tar.gz",
+                 "https://compneuro.net/datasets/hd_audio.tar.gz")
+PINNED_MD5_FILE = "hd_audio.md5"  # written into data_dir on first verified download
+FILENAME = re.compile(r"^lang-(english|german)_speaker-(\d+)_trial-(\d+)_digit-(\d)\.flac$")
+LANGUAGES = ("english", "german")
+
+
+class SourceError(ValueError):
+  """Bad source data: a clear message that names the file."""
+
+
+@dataclasses.dataclass
+class HDConfig(tfds.core.BuilderConfig):
+  """Feature settings; each combination is cached under its own config name (set from the fields)."""
+  name: str = ""
+  sample_rate: int = 16000        # audio is resampled to this rate before the features
+  n_mels: int = 40
+  win_ms: float = 25.0
+  hop_ms: float = 10.0
+  time_downsample: int = 1        # average-pool this many frames into one step
+  num_validation_speakers: int = 1
+  expected_sample_rate: Optional[int] = None  # if set, any file at another rate is an error
+
+  def __post_init__(self):
+    for name in ("sample_rate", "n_mels", "time_downsample"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"HDConfig.{name} must be a positive int, got {value!r}")
+    if not (self.win_ms > 0 and self.hop_ms > 0):
+      raise ValueError(f"HDConfig.win_ms and hop_ms must be > 0, got {self.win_ms}, {self.hop_ms}")
+    if not self.name:
+      self.name = (f"sr{self.sample_rate}_mel{self.n_mels}_win{self.win_ms:g}_hop{self.hop_ms:g}"
+                   f"_ds{self.time_downsample}_val{self.num_validation_speakers}"
+                   + (f"_expect{self.expected_sample_rate}" if self.expected_sample_rate else ""))
+    if not self.description:
+      self.description = "log-mel features of the HD audio"
+
+
+def md5_of(path: pathlib.Path) -> str:
+  digest = hashlib.md5()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def parse_md5sums(text: str, name: str = ARCHIVE_NAME) -> Optional[str]:
+  for line in text.splitlines():
+    parts = line.split()
+    if len(parts) == 2 and parts[1].lstrip("*").endswith(name):
+      return parts[0].lower()
+  return None
+
+
+def download(urls: Sequence[str], dest: pathlib.Path, *, retries: int = 3, backoff_s: float = 1.0,
+             timeout_s: float = 60.0) -> pathlib.Path:
+  """Downloads the first URL that works into ``dest`` (atomically), retrying each a few times."""
+  dest = pathlib.Path(dest)
+  dest.parent.mkdir(parents=True, exist_ok=True)
+  errors = []
+  for url in urls:
+    for attempt in range(1, retries + 1):
+      tmp = dest.with_name(dest.name + ".part")
+      try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
+          shutil.copyfileobj(response, out)
+        tmp.replace(dest)
+        return dest
+      except (urllib.error.URLError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        errors.append(f"{url} (attempt {attempt}): {e}")
+        if attempt < retries:
+          time.sleep(backoff_s * attempt)
+  raise SourceError("could not download " + dest.name + ":\n  " + "\n  ".join(errors))
+
+
+def fetch_official(cache_dir: pathlib.Path, urls: Sequence[str] = OFFICIAL_URLS, **kwargs) -> pathlib.Path:
+  """Downloads ``hd_audio.tar.gz`` and verifies it against ``md5sums.txt`` beside it and the hash
+  pinned in ``cache_dir`` (pinned on the first verified download). Returns the archive path."""
+  cache_dir = pathlib.Path(cache_dir)
+  archive = cache_dir / ARCHIVE_NAME
+  pinned_file = cache_dir / PINNED_MD5_FILE
+  pinned = pinned_file.read_text().strip() if pinned_file.exists() else None
+  if not archive.exists() or (pinned and md5_of(archive) != pinned):
+    download(urls, archive, **kwargs)
+  published = None
+  md5_urls = [u.rsplit("/", 1)[0] + "/md5sums.txt" for u in urls]
+  try:
+    published = parse_md5sums(download(md5_urls, cache_dir / "md5sums.txt", **kwargs).read_text())
+  except SourceError:
+    if pinned is None:
+      raise
+  actual = md5_of(archive)
+  for what, expected in (("md5sums.txt", published), (str(pinned_file), pinned)):
+    if expected and actual != expected:
+      archive.unlink()
+      raise SourceError(f"{archive}: checksum mismatch: md5 {actual}, {what} says {expected}; "
+                        "the download was removed, run again")
+  if pinned is None:
+    pinned_file.write_text(actual + "\n")
+  return archive
+
+
+def extract(archive: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
+  """Extracts the archive safely into ``dest``; a corrupt or truncated archive is a SourceError."""
+  try:
+    with tarfile.open(archive, "r:*") as tar:
+      tar.extractall(dest, filter="data")
+  except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+    raise SourceError(f"{archive}: corrupt or truncated archive ({type(e).__name__}: {e})") from e
+  return dest
+
+
+def verify_local_archive(archive: pathlib.Path) -> None:
+  """Checks a manual archive against ``md5sums.txt`` beside it, when there is one."""
+  sums = archive.parent / "md5sums.txt"
+  if sums.exists():
+    expected = parse_md5sums(sums.read_text(), archive.name)
+    actual = md5_of(archive)
+    if expected and expected != actual:
+      raise SourceError(f"{archive}: checksum mismatch: md5 {actual}, {sums} says {expected}")
+
+
+def read_filename_list(root: pathlib.Path, name: str) -> list[str]:
+  path = root / name
+  if not path.exists():
+    raise SourceError(f"{path}: missing filename list (expected the official layout: audio/, "
+                      "train_filenames.txt, test_filenames.txt)")
+  names = [line.strip().removeprefix("audio/") for line in path.read_text().splitlines() if line.strip()]
+  for n in names:
+    if not FILENAME.match(n):
+      raise SourceError(f"{path}: unexpected entry {n!r} (want lang-*_speaker-NN_trial-T_digit-D.flac)")
+  return names
+
+
+def parse_name(name: str) -> dict:
+  language, speaker, trial, digit = FILENAME.match(name).groups()
+  lang_id = LANGUAGES.index(language)
+  return {"language": language, "speaker": int(speaker), "trial": int(trial), "digit": int(digit),
+          "label": int(digit) + 10 * lang_id}
+
+
+def log_mel(path: pathlib.Path, cfg: HDConfig) -> np.ndarray:
+  """(frames, n_mels) float32 log-mel features of one FLAC file."""
+  import librosa
+  import soundfile as sf
+  import soxr
+  try:
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+  except Exception as e:  # soundfile raises LibsndfileError / RuntimeError on unreadable input
+    raise SourceError(f"{path}: unreadable audio ({type(e).__name__}: {e})") from e
+  if cfg.expected_sample_rate and rate != cfg.expected_sample_rate:
+    raise SourceError(f"{path}: sample rate {rate} Hz, expected {cfg.expected_sample_rate} Hz")
+  if rate < 8000:
+    raise SourceError(f"{path}: sample rate {rate} Hz is too low for speech features (< 8000 Hz)")
+  audio = audio.mean(axis=1)
+  if audio.size == 0:
+    raise SourceError(f"{path}: empty audio")
+  if rate != cfg.sample_rate:
+    audio = soxr.resample(audio, rate, cfg.sample_rate).astype(np.float32)
+  win = int(round(cfg.win_ms * cfg.sample_rate / 1000))
+  hop = int(round(cfg.hop_ms * cfg.sample_rate / 1000))
+  mel = librosa.feature.melspectrogram(y=audio, sr=cfg.sample_rate, n_fft=win, win_length=win, hop_length=hop,
+                                       n_mels=cfg.n_mels, power=2.0)
+  features = np.log(mel + 1e-6).T.astype(np.float32)
+  if cfg.time_downsample > 1:
+    frames = -(-features.shape[0] // cfg.time_downsample) * cfg.time_downsample
+    padded = np.pad(features, ((0, frames - features.shape[0]), (0, 0)), mode="edge")
+    features = padded.reshape(-1, cfg.time_downsample, cfg.n_mels).mean(1)
+  return features
+
+
+class HeidelbergDigits(tfds.core.GeneratorBasedBuilder):
+  """Heidelberg Digits audio as log-mel sequences; 20 classes (digit + 10 for German)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [HDConfig()]
+
+  def __init__(self, *, source_dir: Optional[str] = None, download_urls: Sequence[str] = OFFICIAL_URLS,
+               **kwargs):
+    self._source_dir = pathlib.Path(source_dir).expanduser() if source_dir else None
+    self._download_urls = tuple(download_urls)
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="Heidelberg Digits (Cramer et al. 2022) audio as log-mel features.",
+        features=tfds.features.FeaturesDict({
+            "mel": tfds.features.Tensor(shape=(None, self.builder_config.n_mels), dtype=np.float32),
+            "label": tfds.features.ClassLabel(num_classes=20),
+            "digit": tfds.features.Scalar(dtype=np.int32),
+            "language": tfds.features.Text(),
+            "speaker": tfds.features.Scalar(dtype=np.int32),
+            "filename": tfds.features.Text(),
+        }),
+        homepage="https://zenkelab.org/resources/spiking-heidelberg-datasets-shd/",
+        citation="Cramer, Stradmann, Schemmel, Zenke (2022), IEEE TNNLS 33:2744-2757.",
+    )
+
+  def _locate_source(self, dl_manager) -> pathlib.Path:
+    """The root of the official layout: extracted from an archive if needed."""
+    src = self._source_dir
+    if src is not None:
+      if not src.exists():
+        raise SourceError(f"{src}: source directory does not exist")
+      if (src / "train_filenames.txt").exists() or (src / "audio").is_dir():
+        return src
+      archive = src / ARCHIVE_NAME if src.is_dir() else src
+      if not archive.exists():
+        raise SourceError(f"{src}: holds neither {ARCHIVE_NAME} nor the extracted layout "
+                          "(audio/, train_filenames.txt, test_filenames.txt)")
+      verify_local_archive(archive)
+    else:
+      archive = fetch_official(pathlib.Path(dl_manager.download_dir), self._download_urls)
+    # Extraction is cached by content hash, and made atomic by extracting beside it and renaming.
+    dest = pathlib.Path(dl_manager.download_dir) / "extracted" / f"hd_audio_{md5_of(archive)[:12]}"
+    if not dest.exists():
+      dest.parent.mkdir(parents=True, exist_ok=True)
+      staging = pathlib.Path(tempfile.mkdtemp(prefix=".hd_audio_", dir=dest.parent))
+      try:
+        extract(archive, staging)
+        staging.replace(dest)
+      finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+  def _split_generators(self, dl_manager):
+    root = self._locate_source(dl_manager)
+    train = read_filename_list(root, "train_filenames.txt")
+    test = read_filename_list(root, "test_filenames.txt")
+    test_only = {parse_name(n)["speaker"] for n in test} - {parse_name(n)["speaker"] for n in train}
+    train_speakers = sorted({parse_name(n)["speaker"] for n in train} - test_only)
+    k = self.builder_config.num_validation_speakers
+    if k >= len(train_speakers):
+      raise SourceError(f"{root / 'train_filenames.txt'}: {len(train_speakers)} training speaker(s), "
+                        f"cannot hold out {k} for validation")
+    val_speakers = set(train_speakers[len(train_speakers) - k:]) if k else set()
+    return {
+        "train": self._generate_examples(root, [n for n in train if parse_name(n)["speaker"] not in val_speakers]),
+        "validation": self._generate_examples(root, [n for n in train if parse_name(n)["speaker"] in val_speakers]),
+        "test": self._generate_examples(root, test),
+    }
+
+  def _generate_examples(self, root: pathlib.Path, names: list[str]):
+    for name in names:
+      path = root / "audio" / name
+      if not path.exists():
+        raise SourceError(f"{path}: listed in the filename lists but missing")
+      meta = parse_name(name)
+      yield name, {"mel": log_mel(path, self.builder_config), "label": meta["label"], "digit": meta["digit"],
+                   "language": meta["language"], "speaker": meta["speaker"], "filename": name}
+
+
+def build(data_dir: str, source_dir: Optional[str] = None, **config) -> HeidelbergDigits:
+  """Builds (or reuses) the dataset and returns the prepared builder."""
+  cfg = HDConfig(**config)
+  # TFDS refuses a new object named like a predefined config; the name encodes every field.
+  known = {c.name for c in HeidelbergDigits.BUILDER_CONFIGS}
+  builder = HeidelbergDigits(data_dir=str(pathlib.Path(data_dir).expanduser()), source_dir=source_dir,
+                             config=cfg.name if cfg.name in known else cfg, file_format="array_record")
+  tfds.disable_progress_bar()  # per-example progress bars swamp the training log
+  builder.download_and_prepare()
+  return builder
