@@ -3,6 +3,7 @@
     python -m benchmarks.core_check             # both parts, prints JSON lines
     python -m benchmarks.core_check --part=fidelity
     python -m benchmarks.core_check --part=memory
+    python -m benchmarks.core_check --part=eps          # float32 vs float64 eps sweep on Copy-Paste
 
 fidelity: float64, random 32-unit network (init_params defaults), T=300, batch 8, MSE on random
 targets: cosine and relative error of each method against jax.grad BPTT, per parameter tensor.
@@ -41,6 +42,34 @@ def _fidelity():
       row[f"cos_{key}"] = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
       row[f"relerr_{key}"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
     print(json.dumps(row), flush=True)
+
+
+def _eps_sweep():
+  """Cosine of rhel / rhel_centered with float64 BPTT versus eps, in float32 and float64, on a
+  Copy-Paste batch at initialisation (the data behind DEFAULT_EPS['float32'])."""
+  import jax
+  jax.config.update("jax_enable_x64", True)
+  import jax.numpy as jnp
+  import numpy as np
+  import rhel_jax
+  from rhel_jax.copy_task import CopyTask
+
+  flat = lambda g: np.concatenate([np.ravel(g[k]) for k in rhel_jax.PARAM_NAMES]).astype(np.float64)
+  for steps, scale in ((100, 1.0), (400, 0.3)):
+    model = rhel_jax.ModelConfig(dt=0.5)
+    inputs, targets, mask = CopyTask(seq_len=steps).sample(jax.random.key(1), 64, jnp.float64)
+    p64 = rhel_jax.init_params(jax.random.key(0), 4, 64, 3, dtype=jnp.float64, w_scale=scale, in_scale=scale)
+    ref = flat(rhel_jax.gradient("bptt", p64, model, inputs, targets, mask, loss="bce")[1])
+    for dtype in (jnp.float32, jnp.float64):
+      params = jax.tree.map(lambda a: a.astype(dtype), p64)
+      for method in ("rhel", "rhel_centered"):
+        for eps in (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5):
+          g = flat(rhel_jax.gradient(method, params, model, inputs.astype(dtype), targets.astype(dtype), mask,
+                                     loss="bce", eps=eps)[1])
+          print(json.dumps({"part": "eps", "T": steps, "init_scale": scale, "dtype": jnp.dtype(dtype).name,
+                            "method": method, "eps": eps,
+                            "cos": float(g @ ref / np.linalg.norm(g) / np.linalg.norm(ref)),
+                            "relerr": float(np.linalg.norm(g - ref) / np.linalg.norm(ref))}), flush=True)
 
 
 def _memory_child(method: str, steps: int):
@@ -88,7 +117,7 @@ def _memory():
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--part", choices=("fidelity", "memory", "all"), default="all")
+  parser.add_argument("--part", choices=("fidelity", "memory", "eps", "all"), default="all")
   parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
@@ -98,6 +127,8 @@ def main():
     _fidelity()
   if args.part in ("memory", "all"):
     _memory()
+  if args.part in ("eps", "all"):
+    _eps_sweep()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+import shutil
 
 from absl import logging
 
@@ -26,9 +27,7 @@ def ensure_standin(data) -> pathlib.Path:
   if not (out / "train_filenames.txt").exists():
     logging.info("synthesising the espeak-ng stand-in corpus into %s", out)
     staging = out.with_name(out.name + ".partial")
-    if staging.exists():
-      import shutil
-      shutil.rmtree(staging)
+    shutil.rmtree(staging, ignore_errors=True)
     sizes = synth_corpus.write_corpus(staging, speakers=data.standin_speakers, trials=data.standin_trials,
                                       seed=data.standin_seed)
     staging.replace(out)

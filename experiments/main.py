@@ -9,7 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.train import run_experiment
+from experiments.train import Interrupted, run_experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).",
                                           lock_config=True)
@@ -25,7 +25,12 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   config = _CONFIG.value
   workdir = _WORKDIR.value or f"runs/{config.name}"
-  run_experiment(config, workdir, overwrite=_OVERWRITE.value, command=shlex.join(["python", "-m", "experiments.main", *sys.argv[1:]]))
+  try:
+    run_experiment(config, workdir, overwrite=_OVERWRITE.value,
+                   command=shlex.join(["python", "-m", "experiments.main", *sys.argv[1:]]))
+  except Interrupted as e:
+    logging.warning("%s", e)
+    sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ Workdir layout::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pathlib
 import shutil
+import signal
 import subprocess
 import time
 from typing import Any, Optional
@@ -131,6 +133,34 @@ class MethodTrainer:
     return out
 
 
+class Interrupted(Exception):
+  """Raised after SIGINT/SIGTERM once the current epoch is checkpointed."""
+
+  def __init__(self, signum: int):
+    super().__init__(f"stopped by {signal.Signals(signum).name}; the last epoch is checkpointed, "
+                     "re-run the same command to resume")
+    self.signum = signum
+
+
+class _StopFlag:
+  """Turns SIGINT/SIGTERM into a flag that the epoch loop checks (a jitted epoch is never cut)."""
+
+  def __init__(self):
+    self.signum = None
+
+  @contextlib.contextmanager
+  def installed(self):
+    def handler(signum, frame):
+      del frame
+      self.signum = signum
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+      yield self
+    finally:
+      for s, h in previous.items():
+        signal.signal(s, h)
+
+
 def _seed_rows(epoch: int, values: dict[str, Any]) -> list[dict]:
   """{'name': (num_seeds,) array} -> one JSON row per seed."""
   arrays = {k: np.asarray(v) for k, v in values.items()}
@@ -167,7 +197,8 @@ class Progress:
     return _fmt_time(time.time() - self.start)
 
 
-def train_method(config, task, method: str, directory: pathlib.Path, dtype, progress: Progress) -> dict:
+def train_method(config, task, method: str, directory: pathlib.Path, dtype, progress: Progress,
+                 stop: Optional[_StopFlag] = None) -> dict:
   """Trains one method over all seeds (resuming if possible); returns its final per-seed metrics."""
   directory.mkdir(parents=True, exist_ok=True)
   trainer = MethodTrainer(config, task, method, dtype)
@@ -197,7 +228,8 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
                               "diverged": state["diverged"]})
     metrics_rows += rows
     checkpoints.write_jsonl(directory / "metrics.jsonl", metrics_rows)
-    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs:
+    stopping = stop is not None and stop.signum is not None
+    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs or stopping:
       checkpoints.save_checkpoint(directory, epoch + 1, state)
     progress.update(1, time.time() - t0)
     primary = np.asarray(evaluation[task.primary_metric])
@@ -207,6 +239,8 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
                  task.primary_metric, 100 * primary.mean(), 100 * primary.min(),
                  f"  DIVERGED seeds {np.flatnonzero(diverged).tolist()}" if diverged.any() else "",
                  progress.elapsed(), progress.eta())
+    if stopping:
+      raise Interrupted(stop.signum)
 
   final = trainer.evaluate(state["params"], test_sets)
   result = {"method": method, "diverged": np.asarray(state["diverged"]).tolist(),
@@ -314,8 +348,10 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
   command = command or f"run_experiment(<{config.name}>, {workdir})"
   revision = _git_revision()  # of the code that runs, not of whatever is checked out at the end
   results = {}
+  stop = _StopFlag()
   for method in config.methods:
-    results[method] = train_method(config, task, method, workdir / method, dtype, progress)
+    with stop.installed():
+      results[method] = train_method(config, task, method, workdir / method, dtype, progress, stop)
     # Rewritten after every method, so a long sweep shows the finished methods early.
     rows = summarize(results, task.primary_metric)
     text = results_markdown(config, rows, task, command, revision)

@@ -88,7 +88,7 @@ def tbptt(params, model, inputs_tm, targets, mask, loss_fn, *, k=2):
   (state, input) pairs and, at each step, back-propagates dL/dy_t through the window.
   Cost per step: k + 1 leapfrog steps forward and k backward.
   """
-  steps, batch, n_in = inputs_tm.shape
+  _, batch, n_in = inputs_tm.shape
   n = params["W"].shape[0]
   _, ys, _ = forward_phase(params, model, inputs_tm)
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
@@ -138,7 +138,7 @@ def eprop(params, model, inputs_tm, targets, mask, loss_fn):
   The readouts and dL/dy come from a first forward pass (so any loss works); the second pass
   runs the traces. Memory: traces of (B, N, N) for W, independent of T.
   """
-  steps, batch, n_in = inputs_tm.shape
+  _, batch, n_in = inputs_tm.shape
   n = params["W"].shape[0]
   h, alpha, beta = model.dt, model.alpha, model.beta
   rho, rho_prime = model.activation()

@@ -119,8 +119,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
     rho(phi^e) averaged over the S echoes.
   """
   n_echo = nudge.shape[0]
-  _, rho_prime = model.activation()
-  rho, _ = model.activation()
+  rho, rho_prime = model.activation()
   scale = nudge[:, None, None]
   stack = lambda x: jnp.broadcast_to(x, (n_echo,) + x.shape)
   state0 = State(stack(final_state.phi), -stack(final_state.pi))

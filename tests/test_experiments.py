@@ -1,6 +1,7 @@
 """The experiment entry point on shrunk configs: outputs, resume, bad configs."""
 import json
 import os
+import signal
 import pathlib
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import tempfile
 import numpy as np
 from absl.testing import absltest
 
-from experiments import checkpoints, copy_paste, train
+from experiments import checkpoints, copy_paste, report, train
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -75,6 +76,17 @@ class RunExperimentTest(_TempDirs):
       self.assertLen(final["test_bit_acc"], 2)
       self.assertTrue(all(0.0 <= a <= 1.0 for a in final["test_bit_acc"]))
       self.assertLen(list((workdir / method).glob("checkpoint_*.msgpack")), 2)  # the two newest
+    # The report generator reads the same outputs back.
+    run = report.load_run(workdir)
+    markdown, table_csv = report.table1([run])
+    self.assertIn("| rhel_centered |", markdown)
+    self.assertIn("99.36 ± 0.02", markdown)  # the paper's column beside ours
+    self.assertLen(table_csv.strip().splitlines(), 1 + len(config.methods))
+    summary = report.alignment_summary(run)
+    self.assertEqual(sorted(summary["rhel"]), [0, 2])
+    self.assertEqual(summary["rhel"][0][2], 2)  # seeds per point
+    report.figure1([run], workdir / "figure1.png")
+    self.assertGreater((workdir / "figure1.png").stat().st_size, 1000)
 
   def test_resume_after_interruption_gives_the_same_result(self):
     config = tiny_config(methods=("rhel",), num_epochs=4)
@@ -173,6 +185,32 @@ class MainEntryPointTest(_TempDirs):
     self.assertIn("| tbptt |", out.stdout)
     saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
     self.assertEqual(saved["methods"], ["tbptt"])
+
+  def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(self):
+    flags = ["--config=experiments/copy_paste.py:quick", "--config.task.seq_len=24", "--config.task.pattern_length=3",
+             "--config.num_seeds=2", "--config.steps_per_epoch=3", "--config.batch_size=8", "--config.eval_size=16",
+             "--config.alignment_batch_size=8", "--config.model.num_hidden=8", "--config.methods=('rhel',)",
+             "--config.num_epochs=40", "--config.checkpoint_every=50", "--config.alignment_epochs=(0,)"]
+    workdir = pathlib.Path(self.tmp())
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.main", *flags, f"--workdir={workdir}"], cwd=ROOT,
+                            env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # wait until training is under way
+      if "[rhel] epoch 2/40" in line:
+        break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=300)[1]
+    self.assertEqual(proc.returncode, 128 + signal.SIGTERM, rest[-2000:])
+    self.assertIn("stopped by SIGTERM", rest)
+    self.assertFalse((workdir / "rhel" / "final.json").exists())
+    saved = list((workdir / "rhel").glob("checkpoint_*.msgpack"))
+    self.assertLen(saved, 1)  # checkpoint_every=50 would have saved nothing before the end
+    self.assertEqual(self._main(*flags, f"--workdir={workdir}").returncode, 0)
+    # The reference runs in a subprocess too: the test process has jax_enable_x64 on, which changes
+    # the float32 run's round-off (optax's step counts become int64), and training amplifies that.
+    reference = self.tmp()
+    self.assertEqual(self._main(*flags, f"--workdir={reference}").returncode, 0)
+    self.assertEqual(_final(workdir, "rhel"), _final(reference, "rhel"))
 
   def test_typo_in_override_fails_naming_the_key(self):
     out = self._main("--config=experiments/copy_paste.py:quick", "--config.trian.lr=0.1")

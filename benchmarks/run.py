@@ -1,0 +1,189 @@
+"""Train-step time and peak memory of every method versus sequence length T and width N.
+
+    python -m benchmarks.run --quick                    # under a minute: T in {100, 400}, N = 64
+    python -m benchmarks.run --out docs/results/bench   # T in {100, 400, 1000, 4000}, N in {64, 128, 256}
+
+Batch 64, float32, Copy-Paste-shaped data (4 inputs, 3 outputs, BCE). A *train step* is the
+gradient plus an Adam update, jitted together. Times are medians of ``--repeats`` runs after a
+warm-up, with the methods interleaved round-robin so that ratios compare like with like; peak
+memory is measured per configuration in a fresh process (``VmHWM``, plus XLA's temp buffers).
+Also times the forward phase against a bare ``lax.scan`` of the same leapfrog step.
+Each measurement is one JSON line on stdout; ``--out`` also gets ``bench.jsonl``, ``bench.md``
+and ``bench.png`` (log-log).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+METHODS = ("bptt", "rhel", "rhel_centered", "tbptt", "eprop")
+BATCH, N_IN, N_OUT = 64, 4, 3
+
+
+def _problem(steps: int, n: int):
+  import jax
+  import rhel_jax
+  from rhel_jax.copy_task import CopyTask
+  task = CopyTask(seq_len=steps)
+  inputs, targets, mask = task.sample(jax.random.key(1), BATCH)
+  params = rhel_jax.init_params(jax.random.key(0), N_IN, n, N_OUT, w_scale=0.3, in_scale=0.3)
+  return params, rhel_jax.ModelConfig(dt=0.5), inputs, targets, jax.numpy.broadcast_to(mask, (BATCH, steps))
+
+
+def make_train_step(method: str, model):
+  """jit(params, opt_state, batch) -> (params, opt_state, loss): gradient + Adam."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from rhel_jax.gradients import METHODS as FNS
+  from rhel_jax.losses import bce
+  fn = FNS[method][0]
+  options = {"eps": 1e-3} if method.startswith("rhel") else ({"k": 2} if method == "tbptt" else {})
+  optimizer = optax.adam(1e-3)
+
+  @jax.jit
+  def step(params, opt_state, inputs, targets, mask):
+    loss, grads = fn(params, model, jnp.swapaxes(inputs, 0, 1), targets, mask, bce, **options)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  return step, optimizer
+
+
+def _block(x):
+  import jax
+  return jax.block_until_ready(x)
+
+
+def time_configuration(steps: int, n: int, methods, repeats: int) -> list[dict]:
+  """Median train-step time of each method at (T, N), methods interleaved; plus forward vs bare scan."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jax import lax
+  from rhel_jax.integrator import forward_phase, leapfrog_step, zero_state
+  params, model, inputs, targets, mask = _problem(steps, n)
+  runners = {}
+  for method in methods:
+    step, optimizer = make_train_step(method, model)
+    opt_state = optimizer.init(params)
+    runners[method] = lambda step=step, opt_state=opt_state: step(params, opt_state, inputs, targets, mask)
+  inputs_tm = jnp.swapaxes(inputs, 0, 1)
+  fwd = jax.jit(lambda p, x: forward_phase(p, model, x)[1])
+  bare = jax.jit(lambda p, x: lax.scan(lambda s, u: (leapfrog_step(p, model, s, u)[0], None),
+                                       zero_state(BATCH, n, x.dtype), x)[0])
+  runners["forward"] = lambda: fwd(params, inputs_tm)
+  runners["bare_scan"] = lambda: bare(params, inputs_tm)
+  for run in runners.values():  # compile + warm up
+    _block(run())
+    _block(run())
+  samples = {name: [] for name in runners}
+  for _ in range(repeats):
+    for name, run in runners.items():
+      start = time.perf_counter()
+      _block(run())
+      samples[name].append(time.perf_counter() - start)
+  return [{"kind": "time", "method": name, "T": steps, "N": n, "batch": BATCH,
+           "step_ms": 1e3 * float(np.median(s)), "runs": len(s)} for name, s in samples.items()]
+
+
+def memory_child(method: str, steps: int, n: int) -> dict:
+  """Runs one train step of ``method`` in this (fresh) process; returns peak memory figures."""
+  import jax
+  params, model, inputs, targets, mask = _problem(steps, n)
+  step, optimizer = make_train_step(method, model)
+  opt_state = optimizer.init(params)
+  compiled = step.lower(params, opt_state, inputs, targets, mask).compile()
+  stats = compiled.memory_analysis()
+  jax.block_until_ready(compiled(params, opt_state, inputs, targets, mask))
+  with open("/proc/self/status") as f:
+    hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+  return {"kind": "memory", "method": method, "T": steps, "N": n, "batch": BATCH, "peak_mb": hwm_kb / 1024,
+          "xla_temp_mb": stats.temp_size_in_bytes / 2**20}
+
+
+def measure_memory(method: str, steps: int, n: int) -> dict:
+  out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--memory-child", method, str(steps), str(n)],
+                       capture_output=True, text=True)
+  if out.returncode:
+    raise RuntimeError(f"memory measurement of {method} T={steps} N={n} failed:\n{out.stderr[-2000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_report(rows: list[dict], out: pathlib.Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  times = {(r["method"], r["T"], r["N"]): r["step_ms"] for r in rows if r["kind"] == "time"}
+  mems = {(r["method"], r["T"], r["N"]): r for r in rows if r["kind"] == "memory"}
+  lines = ["| method | T | N | step (ms) | ratio to bptt | peak RSS (MB) | XLA temp (MB) |", "|---|---|---|---|---|---|---|"]
+  for (method, steps, n), ms in sorted(times.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+    base = times.get(("bptt", steps, n))
+    mem = mems.get((method, steps, n), {})
+    lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | {ms / base:.2f} | "
+                 f"{mem.get('peak_mb', float('nan')):.0f} | {mem.get('xla_temp_mb', float('nan')):.1f} |"
+                 if base else f"| {method} | {steps} | {n} | {ms:.1f} | - | - | - |")
+  (out / "bench.md").write_text("\n".join(lines) + "\n")
+  widths = sorted({n for _, _, n in times})
+  fig, axes = plt.subplots(2, len(widths), figsize=(4 * len(widths), 6.5), squeeze=False)
+  for col, n in enumerate(widths):
+    for method in METHODS:
+      ts = sorted(t for m, t, w in times if m == method and w == n)
+      if ts:
+        axes[0, col].loglog(ts, [times[method, t, n] for t in ts], "o-", label=method)
+      ms = sorted(t for m, t, w in mems if m == method and w == n)
+      if ms:
+        axes[1, col].loglog(ms, [mems[method, t, n]["peak_mb"] for t in ms], "o-", label=method)
+    axes[0, col].set_title(f"N={n}, batch {BATCH}, float32")
+    axes[0, col].set_ylabel("train step (ms)")
+    axes[1, col].set_ylabel("peak RSS (MB)")
+    axes[1, col].set_xlabel("T")
+    for ax in axes[:, col]:
+      ax.grid(alpha=0.3, which="both")
+    axes[0, col].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out / "bench.png", dpi=100)
+  plt.close(fig)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--out", type=pathlib.Path)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--methods", default=",".join(METHODS))
+  parser.add_argument("--no-memory", action="store_true")
+  parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.memory_child:
+    method, steps, n = args.memory_child
+    print(json.dumps(memory_child(method, int(steps), int(n))))
+    return
+  methods = tuple(m for m in args.methods.split(",") if m)
+  unknown = set(methods) - set(METHODS)
+  if unknown:
+    parser.error(f"--methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")
+  lengths, widths = ((100, 400), (64,)) if args.quick else ((100, 400, 1000, 4000), (64, 128, 256))
+  rows = []
+  for n in widths:
+    for steps in lengths:
+      for row in time_configuration(steps, n, methods, args.repeats):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+      if not args.no_memory:
+        # --quick keeps under a minute: memory of the reference pair at the longest T only.
+        for method in (("bptt", "rhel") if args.quick and steps == lengths[-1] else () if args.quick else methods):
+          row = measure_memory(method, steps, n)
+          rows.append(row)
+          print(json.dumps(row), flush=True)
+  if args.out:
+    write_report(rows, args.out)
+
+
+if __name__ == "__main__":
+  main()
