@@ -49,6 +49,9 @@ def validate_config(config) -> None:
                "model.num_hidden", "method.tbptt_k"):
     _int(config, path)
   _int(config, "seed", minimum=0)
+  _int(config, "num_devices", minimum=0)
+  if not isinstance(_get(config, "distributed"), bool):
+    raise ValueError(f"config.distributed must be a bool, got {config.distributed!r}")
   methods = _get(config, "methods")
   if isinstance(methods, str) or not isinstance(methods, (tuple, list)) or not methods:
     raise ValueError(f"config.methods must be a non-empty tuple of method names, got {methods!r}")

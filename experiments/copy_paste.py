@@ -16,6 +16,10 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.seed = 0
   # Seeds trained at once by one vmapped, jitted program.
   c.num_seeds = 5
+  # Devices the seeds are sharded over (0 = all local devices); num_seeds must be a multiple.
+  c.num_devices = 0
+  # Call jax.distributed.initialize() first, for several hosts (see BUILD.md).
+  c.distributed = False
   # Gradient methods, trained one after the other in one invocation.
   c.methods = ("bptt", "rhel", "rhel_centered", "eprop", "tbptt")
   # Training length: num_epochs x steps_per_epoch optimizer steps, fresh data every step.

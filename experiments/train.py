@@ -36,6 +36,7 @@ from absl import logging
 import rhel_jax
 from experiments import checkpoints
 from experiments.config_check import validate_config
+from experiments.sharding import seed_mesh, shard_seeds
 from experiments.tasks import build_task
 from rhel_jax.gradients import METHODS
 from rhel_jax.integrator import forward_phase
@@ -198,7 +199,7 @@ class Progress:
 
 
 def train_method(config, task, method: str, directory: pathlib.Path, dtype, progress: Progress,
-                 stop: Optional[_StopFlag] = None) -> dict:
+                 stop: Optional[_StopFlag] = None, mesh=None) -> dict:
   """Trains one method over all seeds (resuming if possible); returns its final per-seed metrics."""
   directory.mkdir(parents=True, exist_ok=True)
   trainer = MethodTrainer(config, task, method, dtype)
@@ -210,6 +211,8 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
 
   state = trainer.init(init_keys)
   restored_epoch, state = checkpoints.restore_latest(directory, state)
+  if mesh is not None:
+    state, data_keys, test_sets, probes = shard_seeds((state, data_keys, test_sets, probes), mesh)
   start = restored_epoch or 0
   metrics_rows = [r for r in checkpoints.read_jsonl(directory / "metrics.jsonl") if r["epoch"] < start]
   align_rows = [r for r in checkpoints.read_jsonl(directory / "alignment.jsonl") if r["epoch"] < start]
@@ -336,14 +339,15 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
   Returns the summary rows (one per method, mean and std over seeds).
   """
   validate_config(config)
+  mesh = seed_mesh(config.num_devices, config.num_seeds, config.distributed)
   if config.model.dtype == "float64":
     jax.config.update("jax_enable_x64", True)
   dtype = jnp.dtype(config.model.dtype)
   workdir = pathlib.Path(workdir)
   prepare_workdir(config, workdir, overwrite)
   task = build_task(config, dtype)
-  logging.info("workdir %s; %d seeds x %d methods on %s", workdir, config.num_seeds, len(config.methods),
-               jax.devices()[0].platform)
+  logging.info("workdir %s; %d seeds x %d methods on %d %s device(s)", workdir, config.num_seeds,
+               len(config.methods), mesh.size, jax.devices()[0].platform)
   progress = Progress(len(config.methods) * config.num_epochs)
   command = command or f"run_experiment(<{config.name}>, {workdir})"
   revision = _git_revision()  # of the code that runs, not of whatever is checked out at the end
@@ -351,7 +355,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
   stop = _StopFlag()
   for method in config.methods:
     with stop.installed():
-      results[method] = train_method(config, task, method, workdir / method, dtype, progress, stop)
+      results[method] = train_method(config, task, method, workdir / method, dtype, progress, stop, mesh)
     # Rewritten after every method, so a long sweep shows the finished methods early.
     rows = summarize(results, task.primary_metric)
     text = results_markdown(config, rows, task, command, revision)

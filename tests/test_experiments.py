@@ -124,6 +124,43 @@ class RunExperimentTest(_TempDirs):
     self.assertIn("checkpoint_3.msgpack is unreadable", "\n".join(logs.output))
     self.assertTrue((workdir / "bptt" / "final.json").exists())
 
+  def test_a_diverged_seed_is_frozen_reported_and_left_out(self):
+    original_init = train.MethodTrainer.__init__
+
+    def poisoned_init(self, *args, **kwargs):
+      original_init(self, *args, **kwargs)
+      init = self.init
+
+      def init_with_nan_seed(keys):  # seed 1 starts with a NaN bias: its first loss is NaN
+        state = init(keys)
+        state["params"]["b"] = state["params"]["b"].at[1, 0].set(np.nan)
+        return state
+      self.init = init_with_nan_seed
+    train.MethodTrainer.__init__ = poisoned_init
+    workdir = pathlib.Path(self.tmp())
+    try:
+      with self.assertLogs(level="INFO") as logs:
+        rows = train.run_experiment(tiny_config(methods=("rhel",), num_seeds=3), workdir)
+    finally:
+      train.MethodTrainer.__init__ = original_init
+    self.assertIn("DIVERGED seeds [1]", "\n".join(logs.output))
+    final = _final(workdir, "rhel")
+    self.assertEqual(final["diverged"], [False, True, False])
+    self.assertEqual(rows[0]["seeds"], 2)
+    self.assertEqual(rows[0]["diverged_seeds"], [1])
+    mean, _ = rows[0]["test_bit_acc"]
+    self.assertAlmostEqual(mean, np.mean([final["test_bit_acc"][0], final["test_bit_acc"][2]]), places=6)
+    self.assertTrue(all(np.isfinite(final["test_loss"][s]) for s in (0, 2)))
+    self.assertIn("Diverged seeds (non-finite loss or gradient", (workdir / "results.md").read_text())
+
+  def test_same_seed_and_config_is_bit_identical(self):
+    config = tiny_config(methods=("rhel_centered",))
+    first, second = self.tmp(), self.tmp()
+    train.run_experiment(config, first)
+    train.run_experiment(config, second)
+    self.assertEqual((pathlib.Path(first) / "rhel_centered" / "metrics.jsonl").read_text(),
+                     (pathlib.Path(second) / "rhel_centered" / "metrics.jsonl").read_text())
+
   def test_invalid_values_name_the_field(self):
     workdir = self.tmp()
     for key, value, field in (("model.dt", -1.0, "config.model.dt"), ("num_seeds", 0, "config.num_seeds"),
