@@ -162,9 +162,17 @@ class _StopFlag:
         signal.signal(s, h)
 
 
+def to_host(x) -> np.ndarray:
+  """A seed-sharded array as numpy; across several hosts, gathered from every process first."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    x = multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(x)
+
+
 def _seed_rows(epoch: int, values: dict[str, Any]) -> list[dict]:
   """{'name': (num_seeds,) array} -> one JSON row per seed."""
-  arrays = {k: np.asarray(v) for k, v in values.items()}
+  arrays = {k: to_host(v) for k, v in values.items()}
   num_seeds = len(next(iter(arrays.values())))
   return [{"epoch": epoch, "seed": s, **{k: v[s].item() for k, v in arrays.items()}} for s in range(num_seeds)]
 
@@ -233,12 +241,17 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
     checkpoints.write_jsonl(directory / "metrics.jsonl", metrics_rows)
     stopping = stop is not None and stop.signum is not None
     if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs or stopping:
-      checkpoints.save_checkpoint(directory, epoch + 1, state)
+      if jax.process_count() == 1:
+        checkpoints.save_checkpoint(directory, epoch + 1, state)
+      else:  # gather the seed shards; one process writes (the workdir must be a shared filesystem)
+        host_state = jax.tree.map(to_host, state)
+        if jax.process_index() == 0:
+          checkpoints.save_checkpoint(directory, epoch + 1, host_state)
     progress.update(1, time.time() - t0)
-    primary = np.asarray(evaluation[task.primary_metric])
-    diverged = np.asarray(state["diverged"])
+    primary = to_host(evaluation[task.primary_metric])
+    diverged = to_host(state["diverged"])
     logging.info("[%s] epoch %d/%d  train loss %.4f  test %s %.2f%% (min %.2f%%)%s  |  %s elapsed, ETA %s",
-                 method, epoch + 1, config.num_epochs, float(np.nanmean(np.asarray(train_loss))),
+                 method, epoch + 1, config.num_epochs, float(np.nanmean(to_host(train_loss))),
                  task.primary_metric, 100 * primary.mean(), 100 * primary.min(),
                  f"  DIVERGED seeds {np.flatnonzero(diverged).tolist()}" if diverged.any() else "",
                  progress.elapsed(), progress.eta())
@@ -246,8 +259,8 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
       raise Interrupted(stop.signum)
 
   final = trainer.evaluate(state["params"], test_sets)
-  result = {"method": method, "diverged": np.asarray(state["diverged"]).tolist(),
-            **{f"test_{k}": np.asarray(v).tolist() for k, v in final.items()}}
+  result = {"method": method, "diverged": to_host(state["diverged"]).tolist(),
+            **{f"test_{k}": to_host(v).tolist() for k, v in final.items()}}
   checkpoints.atomic_write_text(directory / "final.json", json.dumps(result, indent=1))
   return result
 
