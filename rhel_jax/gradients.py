@@ -9,6 +9,10 @@ impulse ``-eps * B * dL/dphi_b``, i.e. ``-eps * dl_b/dphi_b`` for a batch-mean l
 ``L = mean_b l_b``, and the estimate is divided by ``eps * B``. This keeps the best eps
 independent of batch size, and keeps the Hebbian difference (a sum over the batch) B times
 further above float round-off than a nudge of ``eps * dL/dphi``.
+
+With ``ModelConfig(exact_reversible=True)`` the two RHEL methods run both phases on the integer
+grid (the echo then retraces the forward phase bit for bit); ``bptt``, ``tbptt`` and ``eprop``
+always differentiate the floating-point map, which the grid map approximates to its resolution.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ def _finish_hamiltonian_grads(sums: dict[str, Array], model: ModelConfig, scale)
 def bptt(params, model, inputs_tm, targets, mask, loss_fn):
   """Reference gradient: ``jax.value_and_grad`` through the forward ``lax.scan`` (memory O(T))."""
   def objective(p):
-    _, ys, _ = forward_phase(p, model, inputs_tm)
+    _, ys, _ = forward_phase(p, model, inputs_tm, exact=False)
     return loss_fn(jnp.swapaxes(ys, 0, 1), targets, mask)
   return jax.value_and_grad(objective)(params)
 
@@ -90,7 +94,7 @@ def tbptt(params, model, inputs_tm, targets, mask, loss_fn, *, k=2):
   """
   _, batch, n_in = inputs_tm.shape
   n = params["W"].shape[0]
-  _, ys, _ = forward_phase(params, model, inputs_tm)
+  _, ys, _ = forward_phase(params, model, inputs_tm, exact=False)
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
   dtype = params["W"].dtype
 
@@ -143,7 +147,7 @@ def eprop(params, model, inputs_tm, targets, mask, loss_fn):
   h, alpha, beta = model.dt, model.alpha, model.beta
   rho, rho_prime = model.activation()
   rho_second = lambda x: jax.jvp(rho_prime, (x,), (jnp.ones_like(x),))[1]
-  _, ys, _ = forward_phase(params, model, inputs_tm)
+  _, ys, _ = forward_phase(params, model, inputs_tm, exact=False)
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
   dtype = params["W"].dtype
 
@@ -254,7 +258,7 @@ def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, tar
   if "k" in options:
     validation.check_positive_int("k", options["k"])
   result = _gradient_jit(method, params, model, inputs, targets, mask, loss_fn, **options)
-  validation.check_finite_result(result, method)
+  validation.check_finite_result(result, method, model)
   return result
 
 

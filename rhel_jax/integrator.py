@@ -53,6 +53,47 @@ def leapfrog_step(params: Params, model: ModelConfig, state: State, u: Array) ->
   return State(mid + (h / 2) * pi, pi), r
 
 
+# Integer-grid leapfrog (exact mode). State is int32 ``(Phi, Pi)`` with phi = Phi * 2**-grid_bits.
+# Each increment is rounded with rint, which is odd (rint(-x) = -rint(x)), so flipping Pi undoes
+# every addition exactly; the force depends on the (integer) midpoint alone, so it is recomputed
+# bit for bit on the way back.
+_GRID_LIMIT = 2.0 ** 30  # |state| and |increment| bounds: sums stay inside int32
+
+
+def grid_scale(model: ModelConfig) -> float:
+  return 2.0 ** -model.grid_bits
+
+
+def to_grid(x: Array, model: ModelConfig) -> tuple[Array, Array]:
+  """Float -> (int32 grid values, overflow flag)."""
+  scaled = jnp.rint(x / grid_scale(model))
+  return scaled.astype(jnp.int32), jnp.any(jnp.abs(scaled) >= _GRID_LIMIT)
+
+
+def from_grid(x: Array, model: ModelConfig, dtype) -> Array:
+  return x.astype(dtype) * grid_scale(model)
+
+
+def grid_leapfrog_step(params: Params, model: ModelConfig, state: State, u: Array
+                       ) -> tuple[State, Array, Array]:
+  """:func:`leapfrog_step` on the integer grid: ``(new_state, rho(mid), overflow)``.
+
+  Bit-reversible: from ``(Phi', -Pi')`` with the same ``u`` it returns exactly ``(Phi, -Pi)``.
+  """
+  h, dtype = model.dt, params["W"].dtype
+  rho, rho_prime = model.activation()
+  drift, over_1 = to_grid((h / 2) * from_grid(state.pi, model, dtype), model)
+  mid = state.phi + drift
+  mid_f = from_grid(mid, model, dtype)
+  r = rho(mid_f)
+  kick, over_2 = to_grid(h * (model.alpha * mid_f + rho_prime(mid_f) * recurrent_drive(params, model, r, u)), model)
+  pi = state.pi - kick
+  drift, over_3 = to_grid((h / 2) * from_grid(pi, model, dtype), model)
+  phi = mid + drift
+  overflow = over_1 | over_2 | over_3 | jnp.any(jnp.abs(mid) >= _GRID_LIMIT) | jnp.any(jnp.abs(pi) >= _GRID_LIMIT)
+  return State(phi, pi), r, overflow
+
+
 def hebbian_terms(r_left: Array, r_right: Array, u: Array) -> dict[str, Array]:
   """Batch sums of the bilinear Hebbian terms for W, b and B.
 
@@ -67,7 +108,7 @@ def hebbian_terms(r_left: Array, r_right: Array, u: Array) -> dict[str, Array]:
 
 
 def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
-                  accumulate_hebbian: bool = False
+                  accumulate_hebbian: bool = False, exact: Optional[bool] = None
                   ) -> tuple[State, Array, Optional[dict[str, Array]]]:
   """The inference phase from ``phi = pi = 0``.
 
@@ -75,22 +116,36 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
     inputs_tm: (T, B, n_in), time-major.
     accumulate_hebbian: also return the inference-phase accumulators
       ``sum_k hebbian_terms(rho(mid_k), rho(mid_k), u_k)`` (the one-sided RHEL estimator).
+    exact: run on the integer grid (default: ``model.exact_reversible``); the final state is then
+      int32 grid values, and an overflow of the grid turns the readouts into NaN.
   Returns:
     ``(final_state, ys (T, B, n_out), sums or None)``. ``ys[k]`` is the readout of the state
     after step k. The hidden trajectory is never stored.
   """
+  exact = model.exact_reversible if exact is None else exact
   _, batch, _ = inputs_tm.shape
   n = params["W"].shape[0]
+  dtype = params["W"].dtype
 
   def _step(carry, u):
-    state, sums = carry
-    state, r = leapfrog_step(params, model, state, u)
+    state, sums, overflow = carry
+    if exact:
+      state, r, over = grid_leapfrog_step(params, model, state, u)
+      overflow = overflow | over
+      phi = from_grid(state.phi, model, dtype)
+    else:
+      state, r = leapfrog_step(params, model, state, u)
+      phi = state.phi
     if accumulate_hebbian:
-      sums = jax.tree.map(jnp.add, sums, hebbian_terms(r, r, u))
-    return (state, sums), readout(params, model, state.phi)
+      sums = _compensated_add(sums, hebbian_terms(r, r, u))
+    return (state, sums, overflow), readout(params, model, phi)
 
   sums0 = _zero_sums(params) if accumulate_hebbian else None
-  (state, sums), ys = lax.scan(_step, (zero_state(batch, n, params["W"].dtype), sums0), inputs_tm)
+  state0 = zero_state(batch, n, jnp.int32 if exact else dtype)
+  (state, sums, overflow), ys = lax.scan(_step, (state0, sums0, jnp.array(False)), inputs_tm)
+  sums = _compensated_total(sums) if accumulate_hebbian else None
+  if exact:
+    ys = jnp.where(overflow, jnp.nan, ys)
   return state, ys, sums
 
 
@@ -120,26 +175,56 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
   """
   n_echo = nudge.shape[0]
   rho, rho_prime = model.activation()
+  exact, dtype = model.exact_reversible, params["W"].dtype
   scale = nudge[:, None, None]
   stack = lambda x: jnp.broadcast_to(x, (n_echo,) + x.shape)
   state0 = State(stack(final_state.phi), -stack(final_state.pi))
   out0 = {"W_out": jnp.zeros_like(params["W_out"]), "b_out": jnp.zeros_like(params["b_out"])}
 
   def _step(carry, xs):
-    state, sums, out = carry
+    state, sums, out, overflow = carry
     u, dy = xs
-    r_here = rho(state.phi)
-    g = rho_prime(state.phi) * (dy @ params["W_out"])
-    state = State(state.phi, state.pi - scale * g)
+    phi = from_grid(state.phi, model, dtype) if exact else state.phi
+    r_here = rho(phi)
+    impulse = scale * (rho_prime(phi) * (dy @ params["W_out"]))
+    if exact:  # the nudge is rounded to the grid; eps * |g| below one grid step is lost
+      impulse, over = to_grid(impulse, model)
+      overflow = overflow | over
+    state = State(state.phi, state.pi - impulse)
     out = {"W_out": out["W_out"] + dy.T @ jnp.mean(r_here, 0), "b_out": out["b_out"] + jnp.sum(dy, 0)}
-    state, r_mid = leapfrog_step(params, model, state, u)
-    sums = jax.tree.map(jnp.add, sums, accumulate(r_mid, u))
-    return (state, sums, out), None
+    if exact:
+      state, r_mid, over = grid_leapfrog_step(params, model, state, u)
+      overflow = overflow | over
+    else:
+      state, r_mid = leapfrog_step(params, model, state, u)
+    sums = _compensated_add(sums, accumulate(r_mid, u))
+    return (state, sums, out, overflow), None
 
   sums0 = _zero_sums(params)
-  (state, sums, out), _ = lax.scan(_step, (state0, sums0, out0), (inputs_tm, dl_dy_tm), reverse=True)
+  (state, sums, out, overflow), _ = lax.scan(_step, (state0, sums0, out0, jnp.array(False)),
+                                             (inputs_tm, dl_dy_tm), reverse=True)
+  sums = _compensated_total(sums)
+  if exact:
+    sums = jax.tree.map(lambda x: jnp.where(overflow, jnp.nan, x), sums)
   return state, sums, out
 
 
-def _zero_sums(params: Params) -> dict[str, Array]:
-  return {k: jnp.zeros_like(params[k]) for k in ("W", "b", "B")}
+def _zero_sums(params: Params) -> dict[str, tuple[Array, Array]]:
+  return {k: (jnp.zeros_like(params[k]), jnp.zeros_like(params[k])) for k in ("W", "b", "B")}
+
+
+# The one-sided estimator subtracts two sums of T*B terms of order one to recover a difference of
+# order eps: plain float32 summation would lose it to round-off that grows with T. Kahan's
+# compensated sum keeps the error at one ulp of the total for N^2 extra adds per step (the
+# Hebbian matmul itself costs B*N^2).
+def _compensated_add(sums, terms):
+  def add(pair, x):
+    total, comp = pair
+    y = x - comp
+    t = total + y
+    return t, (t - total) - y
+  return {k: add(sums[k], terms[k]) for k in terms}
+
+
+def _compensated_total(sums) -> dict[str, Array]:
+  return {k: total - comp for k, (total, comp) in sums.items()}

@@ -49,11 +49,19 @@ class ModelConfig:
     dt: leapfrog step size h. Stability needs roughly ``h * omega_max < 2``.
     rho: activation name (``'tanh'``, ``'sigmoid'``, ``'identity'``) or an elementwise callable
       (its derivative is then taken with ``jax.jvp``).
+    exact_reversible: run the RHEL phases on an integer grid (Levesque & Verlet 1993), so that
+      the echo retraces the forward phase bit for bit in any precision. BPTT, tBPTT and e-prop
+      always differentiate the floating-point map.
+    grid_bits: grid resolution ``2**-grid_bits`` for phi and pi in exact mode. The state must
+      stay below ``2**(30 - grid_bits)`` in magnitude (an overflow is reported, never wrapped), and
+      a nudge ``eps * |dl/dphi|`` much below one grid step is lost to rounding.
   """
   alpha: float = 1.0
   beta: float = 1.0
   dt: float = 0.2
   rho: Union[str, Callable] = "tanh"
+  exact_reversible: bool = False
+  grid_bits: int = 20
 
   def __post_init__(self):
     for name in ("alpha", "beta", "dt"):
@@ -64,6 +72,10 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.dt must be > 0, got {self.dt!r}")
     if self.beta <= 0:
       raise ValueError(f"ModelConfig.beta must be > 0, got {self.beta!r}")
+    if not isinstance(self.exact_reversible, bool):
+      raise ValueError(f"ModelConfig.exact_reversible must be a bool, got {self.exact_reversible!r}")
+    if isinstance(self.grid_bits, bool) or not isinstance(self.grid_bits, int) or not 4 <= self.grid_bits <= 26:
+      raise ValueError(f"ModelConfig.grid_bits must be an int in [4, 26], got {self.grid_bits!r}")
     if isinstance(self.rho, str):
       if self.rho not in ACTIVATIONS:
         raise ValueError(f"ModelConfig.rho: unknown activation {self.rho!r}; "

@@ -125,13 +125,19 @@ def check_data(params, inputs, targets, mask, loss):
   return inputs, targets, mask
 
 
-def check_finite_result(result, method: str) -> None:
+def check_finite_result(result, method: str, model: Optional[ModelConfig] = None) -> None:
   """Refuses a non-finite loss or gradient (outside a trace) instead of returning it."""
   loss, grads = result
-  if concrete(loss) is None:
+  value = concrete(loss)
+  if value is None:
     return
-  if not np.isfinite(concrete(loss)):
-    raise ValueError(f"loss: non-finite value {float(concrete(loss))} from method {method!r}; the dynamics "
-                     "probably diverged (reduce ModelConfig.dt or the weight scale)")
-  for key, value in grads.items():
-    _check_finite(f"grads['{key}'] (method {method!r})", value)
+  hint = "the dynamics probably diverged (reduce ModelConfig.dt or the weight scale)"
+  if model is not None and model.exact_reversible:
+    hint += (f", or the integer grid overflowed (|phi|, |pi| must stay below 2**{30 - model.grid_bits}: "
+             "lower ModelConfig.grid_bits)")
+  if not np.isfinite(value):
+    raise ValueError(f"loss: non-finite value {float(value)} from method {method!r}; {hint}")
+  for key, leaf in grads.items():
+    value = concrete(leaf)
+    if not np.all(np.isfinite(value)):
+      raise ValueError(f"grads['{key}']: non-finite values from method {method!r}; {hint}")
