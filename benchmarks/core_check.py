@@ -4,6 +4,7 @@
     python -m benchmarks.core_check --part=fidelity
     python -m benchmarks.core_check --part=memory
     python -m benchmarks.core_check --part=eps          # float32 vs float64 eps sweep on Copy-Paste
+    python -m benchmarks.core_check --part=exact        # float32 + exact-reversible mode vs float64
 
 fidelity: float64, random 32-unit network (init_params defaults), T=300, batch 8, MSE on random
 targets: cosine and relative error of each method against jax.grad BPTT, per parameter tensor.
@@ -72,6 +73,45 @@ def _eps_sweep():
                             "relerr": float(np.linalg.norm(g - ref) / np.linalg.norm(ref))}), flush=True)
 
 
+def _exact_sweep():
+  """Relative error against float64 BPTT of rhel / rhel_centered versus eps, for float64,
+  float32 and float32 in exact-reversible mode (grid_bits 20 and 26): N=32, batch 8, MSE on the
+  last 200 steps, T in {400, 1000, 4000}; weak coupling (W and input scaled by 0.1) and strong
+  (scale 1.0)."""
+  import jax
+  jax.config.update("jax_enable_x64", True)
+  import jax.numpy as jnp
+  import numpy as np
+  import rhel_jax
+
+  flat = lambda g: np.concatenate([np.ravel(g[k]) for k in rhel_jax.PARAM_NAMES]).astype(np.float64)
+  float_model = rhel_jax.ModelConfig(dt=0.2)
+  modes = (("float64", jnp.float64, float_model), ("float32", jnp.float32, float_model),
+           ("float32_exact20", jnp.float32, rhel_jax.ModelConfig(dt=0.2, exact_reversible=True, grid_bits=20)),
+           ("float32_exact26", jnp.float32, rhel_jax.ModelConfig(dt=0.2, exact_reversible=True, grid_bits=26)))
+  for coupling, scale in (("weak", 0.1), ("strong", 1.0)):
+    for steps in (400, 1000, 4000):
+      k_p, k_x, k_y = jax.random.split(jax.random.key(0), 3)
+      p64 = rhel_jax.init_params(k_p, 4, 32, 3, dtype=jnp.float64, w_scale=scale)
+      inputs = scale * jax.random.normal(k_x, (8, steps, 4), jnp.float64)
+      targets = jax.random.normal(k_y, (8, steps, 3), jnp.float64)
+      mask = jnp.zeros((8, steps)).at[:, -200:].set(1.0)
+      ref = flat(rhel_jax.gradient("bptt", p64, float_model, inputs, targets, mask)[1])
+      for mode, dtype, model in modes:
+        params = jax.tree.map(lambda a: a.astype(dtype), p64)
+        for method in ("rhel", "rhel_centered"):
+          for eps in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
+            row = {"part": "exact", "coupling": coupling, "T": steps, "mode": mode, "method": method, "eps": eps}
+            try:
+              g = flat(rhel_jax.gradient(method, params, model, inputs.astype(dtype), targets.astype(dtype),
+                                         mask.astype(dtype), eps=eps)[1])
+              row["relerr"] = float(np.linalg.norm(g - ref) / np.linalg.norm(ref))
+              row["cos"] = float(g @ ref / np.linalg.norm(g) / np.linalg.norm(ref))
+            except ValueError as e:  # a reported overflow or non-finite result
+              row["error"] = str(e)[:200]
+            print(json.dumps(row), flush=True)
+
+
 def _memory_child(method: str, steps: int):
   import time
   import jax
@@ -117,7 +157,7 @@ def _memory():
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--part", choices=("fidelity", "memory", "eps", "all"), default="all")
+  parser.add_argument("--part", choices=("fidelity", "memory", "eps", "exact", "all"), default="all")
   parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
@@ -129,6 +169,8 @@ def main():
     _memory()
   if args.part in ("eps", "all"):
     _eps_sweep()
+  if args.part in ("exact", "all"):
+    _exact_sweep()
 
 
 if __name__ == "__main__":

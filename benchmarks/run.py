@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-METHODS = ("bptt", "rhel", "rhel_centered", "tbptt", "eprop")
+METHODS = ("bptt", "rhel", "rhel_centered", "tbptt", "eprop", "rhel+exact", "rhel_centered+exact")
 BATCH, N_IN, N_OUT = 64, 4, 3
 
 
@@ -35,12 +35,19 @@ def _problem(steps: int, n: int):
 
 
 def make_train_step(method: str, model):
-  """jit(params, opt_state, batch) -> (params, opt_state, loss): gradient + Adam."""
+  """jit(params, opt_state, batch) -> (params, opt_state, loss): gradient + Adam.
+
+  ``<method>+exact`` runs the method in exact-reversible mode (integer-grid phases).
+  """
+  import dataclasses
   import jax
   import jax.numpy as jnp
   import optax
   from rhel_jax.gradients import METHODS as FNS
   from rhel_jax.losses import bce
+  method, _, variant = method.partition("+")
+  if variant == "exact":
+    model = dataclasses.replace(model, exact_reversible=True)
   fn = FNS[method][0]
   options = {"eps": 1e-3} if method.startswith("rhel") else ({"k": 2} if method == "tbptt" else {})
   optimizer = optax.adam(1e-3)
@@ -156,7 +163,8 @@ def main():
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--out", type=pathlib.Path)
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--methods", default=",".join(METHODS))
+  parser.add_argument("--methods", default=",".join(METHODS[:5]),
+                      help=f"comma-separated, from {list(METHODS)}")
   parser.add_argument("--no-memory", action="store_true")
   parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
   args = parser.parse_args()

@@ -163,7 +163,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
   ``pi^e_0 = -pi_T - eps g_T``; for ``j > 0`` the impulse after echo step ``j - 1``.
 
   Args:
-    final_state: forward state ``(phi_T, pi_T)``, each (B, N).
+    final_state: forward state ``(phi_T, pi_T)``, each (B, N) (int32 grid values in exact mode).
     inputs_tm: (T, B, n_in); read in reverse by the scan (no reversed copy).
     dl_dy_tm: (T, B, n_out), the loss gradient with respect to the readouts.
     nudge: (S,) nudge strength of each echo.

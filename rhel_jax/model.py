@@ -61,7 +61,7 @@ class ModelConfig:
   dt: float = 0.2
   rho: Union[str, Callable] = "tanh"
   exact_reversible: bool = False
-  grid_bits: int = 20
+  grid_bits: int = 26
 
   def __post_init__(self):
     for name in ("alpha", "beta", "dt"):
