@@ -166,6 +166,8 @@ def main():
   parser.add_argument("--methods", default=",".join(METHODS[:5]),
                       help=f"comma-separated, from {list(METHODS)}")
   parser.add_argument("--no-memory", action="store_true")
+  parser.add_argument("--lengths", help="comma-separated T values (default: 100,400,1000,4000; --quick 100,400)")
+  parser.add_argument("--widths", help="comma-separated N values (default: 64,128,256; --quick 64)")
   parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.memory_child:
@@ -177,6 +179,10 @@ def main():
   if unknown:
     parser.error(f"--methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")
   lengths, widths = ((100, 400), (64,)) if args.quick else ((100, 400, 1000, 4000), (64, 128, 256))
+  if args.lengths:
+    lengths = tuple(int(v) for v in args.lengths.split(","))
+  if args.widths:
+    widths = tuple(int(v) for v in args.widths.split(","))
   rows = []
   for n in widths:
     for steps in lengths:
