@@ -114,6 +114,7 @@ def _exact_sweep():
 
 def _memory_child(method: str, steps: int):
   import time
+  from benchmarks.run import peak_rss_mb
   import jax
   import jax.numpy as jnp
   import rhel_jax
@@ -133,10 +134,8 @@ def _memory_child(method: str, steps: int):
   start = time.perf_counter()
   jax.block_until_ready(compiled(params, inputs, targets, mask, **options))
   seconds = time.perf_counter() - start
-  with open("/proc/self/status") as f:
-    hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
   print(json.dumps({"part": "memory", "method": method, "T": steps, "N": n, "batch": batch,
-                    "peak_rss_mb": hwm_kb / 1024, "xla_temp_mb": stats.temp_size_in_bytes / 2**20,
+                    "peak_rss_mb": peak_rss_mb(), "xla_temp_mb": stats.temp_size_in_bytes / 2**20,
                     "xla_args_mb": stats.argument_size_in_bytes / 2**20, "step_s": seconds}), flush=True)
 
 

@@ -97,6 +97,12 @@ def time_configuration(steps: int, n: int, methods, repeats: int) -> list[dict]:
            "step_ms": 1e3 * float(np.median(s)), "runs": len(s)} for name, s in samples.items()]
 
 
+def peak_rss_mb() -> float:
+  """This process's peak resident memory (``VmHWM``), in MiB."""
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
 def memory_child(method: str, steps: int, n: int) -> dict:
   """Runs one train step of ``method`` in this (fresh) process; returns peak memory figures."""
   import jax
@@ -106,9 +112,7 @@ def memory_child(method: str, steps: int, n: int) -> dict:
   compiled = step.lower(params, opt_state, inputs, targets, mask).compile()
   stats = compiled.memory_analysis()
   jax.block_until_ready(compiled(params, opt_state, inputs, targets, mask))
-  with open("/proc/self/status") as f:
-    hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
-  return {"kind": "memory", "method": method, "T": steps, "N": n, "batch": BATCH, "peak_mb": hwm_kb / 1024,
+  return {"kind": "memory", "method": method, "T": steps, "N": n, "batch": BATCH, "peak_mb": peak_rss_mb(),
           "xla_temp_mb": stats.temp_size_in_bytes / 2**20}
 
 
