@@ -4,7 +4,7 @@
     python -m benchmarks.core_check --part=fidelity
     python -m benchmarks.core_check --part=memory
     python -m benchmarks.core_check --part=eps          # float32 vs float64 eps sweep on Copy-Paste
-    python -m benchmarks.core_check --part=exact        # float32 + exact-reversible mode vs float64
+    python -m benchmarks.core_check --part=exact --out docs/results/exact   # exact mode vs float64
 
 fidelity: float64, random 32-unit network (init_params defaults), T=300, batch 8, MSE on random
 targets: cosine and relative error of each method against jax.grad BPTT, per parameter tensor.
@@ -85,6 +85,7 @@ def _exact_sweep():
   import rhel_jax
 
   flat = lambda g: np.concatenate([np.ravel(g[k]) for k in rhel_jax.PARAM_NAMES]).astype(np.float64)
+  rows = []
   float_model = rhel_jax.ModelConfig(dt=0.2)
   modes = (("float64", jnp.float64, float_model), ("float32", jnp.float32, float_model),
            ("float32_exact20", jnp.float32, rhel_jax.ModelConfig(dt=0.2, exact_reversible=True, grid_bits=20)),
@@ -97,11 +98,13 @@ def _exact_sweep():
       targets = jax.random.normal(k_y, (8, steps, 3), jnp.float64)
       mask = jnp.zeros((8, steps)).at[:, -200:].set(1.0)
       ref = flat(rhel_jax.gradient("bptt", p64, float_model, inputs, targets, mask)[1])
+      ref_norm = float(np.linalg.norm(ref))
       for mode, dtype, model in modes:
         params = jax.tree.map(lambda a: a.astype(dtype), p64)
         for method in ("rhel", "rhel_centered"):
           for eps in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
-            row = {"part": "exact", "coupling": coupling, "T": steps, "mode": mode, "method": method, "eps": eps}
+            row = {"part": "exact", "coupling": coupling, "T": steps, "mode": mode, "method": method, "eps": eps,
+                   "bptt_norm": ref_norm}
             try:
               g = flat(rhel_jax.gradient(method, params, model, inputs.astype(dtype), targets.astype(dtype),
                                          mask.astype(dtype), eps=eps)[1])
@@ -110,6 +113,68 @@ def _exact_sweep():
             except ValueError as e:  # a reported overflow or non-finite result
               row["error"] = str(e)[:200]
             print(json.dumps(row), flush=True)
+            rows.append(row)
+  return rows
+
+
+def write_exact_report(rows: list[dict], out) -> None:
+  """exact.jsonl, exact.md (the issue-7 target check and the best errors) and exact.png."""
+  import pathlib
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from experiments.train import _git_revision
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "exact.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  err = {(r["coupling"], r["T"], r["mode"], r["method"], r["eps"]): r.get("relerr", float("nan")) for r in rows}
+  modes = list(dict.fromkeys(r["mode"] for r in rows))
+  couplings = list(dict.fromkeys(r["coupling"] for r in rows))
+  lengths = sorted({r["T"] for r in rows})
+  eps_values = sorted({r["eps"] for r in rows}, reverse=True)
+  lines = ["# Exact-reversible mode: error against float64 BPTT", "",
+           "- command: `python -m benchmarks.core_check --part=exact --out docs/results/exact`",
+           f"- git revision: `{_git_revision()}`",
+           "- N=32, batch 8, MSE on the last 200 steps, dt=0.2; weak: W and inputs x0.1, strong: x1.0",
+           "- relative error |g - g_bptt| / |g_bptt| against float64 BPTT; `nan` = the estimate was not finite",
+           "", "## Target: one-sided rhel, weak coupling, T=4000", "",
+           "| eps | float64 | float32 | float32 + exact (26 bit) | exact / float64 |", "|---|---|---|---|---|"]
+  for eps in eps_values:
+    f64, f32, ex = (err.get(("weak", 4000, m, "rhel", eps), float("nan"))
+                    for m in ("float64", "float32", "float32_exact26"))
+    lines.append(f"| {eps:g} | {f64:.2e} | {f32:.2e} | {ex:.2e} | {ex / f64:.2f} |")
+  lines += ["", "## All settings (relative error per eps)", "",
+            "| coupling | T | method | precision | " + " | ".join(f"{e:g}" for e in eps_values) + " |",
+            "|---|---|---|---|" + "---|" * len(eps_values)]
+  for coupling in couplings:
+    for steps in lengths:
+      for method in ("rhel", "rhel_centered"):
+        for mode in modes:
+          lines.append(f"| {coupling} | {steps} | {method} | {mode} | "
+                       + " | ".join(f"{err.get((coupling, steps, mode, method, e), float('nan')):.1e}"
+                                    for e in eps_values) + " |")
+  norms = {(r["coupling"], r["T"]): r["bptt_norm"] for r in rows}
+  lines += ["", "Norm of the float64 BPTT gradient: " + ", ".join(
+      f"{c} T={t}: {v:.2e}" for (c, t), v in sorted(norms.items()))]
+  (out / "exact.md").write_text("\n".join(lines) + "\n")
+  fig, axes = plt.subplots(2 * len(couplings), len(lengths), figsize=(3.3 * len(lengths), 2.6 * 2 * len(couplings)),
+                           squeeze=False, sharex=True)
+  for i, (coupling, method) in enumerate((c, m) for c in couplings for m in ("rhel", "rhel_centered")):
+    for j, steps in enumerate(lengths):
+      ax = axes[i, j]
+      for mode in modes:
+        ax.loglog(eps_values, [err.get((coupling, steps, mode, method, e), float("nan")) for e in eps_values],
+                  "o-", ms=3, label=mode)
+      ax.set_title(f"{method}, {coupling}, T={steps}", fontsize=9)
+      ax.grid(alpha=0.3, which="both")
+      if j == 0:
+        ax.set_ylabel("rel. error vs float64 BPTT")
+      if i == 2 * len(couplings) - 1:
+        ax.set_xlabel("eps")
+  axes[0, 0].legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(out / "exact.png", dpi=80)
+  plt.close(fig)
 
 
 def _memory_child(method: str, steps: int):
@@ -157,6 +222,7 @@ def _memory():
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--part", choices=("fidelity", "memory", "eps", "exact", "all"), default="all")
+  parser.add_argument("--out", help="--part=exact: also write exact.jsonl, exact.md and exact.png here")
   parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
@@ -169,7 +235,9 @@ def main():
   if args.part in ("eps", "all"):
     _eps_sweep()
   if args.part in ("exact", "all"):
-    _exact_sweep()
+    rows = _exact_sweep()
+    if args.out:
+      write_exact_report(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,11 @@ def validate_config(config) -> None:
   _float(config, "train.clip_norm", nonnegative=True)
   _int(config, "train.warmup_steps", minimum=0)
   _choice(config, "model.rho", ACTIVATIONS)
+  if not isinstance(_get(config, "model.exact_reversible"), bool):
+    raise ValueError(f"config.model.exact_reversible must be a bool, got {config.model.exact_reversible!r}")
+  _int(config, "model.grid_bits", minimum=4)
+  if config.model.grid_bits > 26:
+    raise ValueError(f"config.model.grid_bits must be an int in [4, 26], got {config.model.grid_bits!r}")
   _choice(config, "model.dtype", ("float32", "float64"))
   _choice(config, "train.optimizer", ("adam",))
   _choice(config, "train.schedule", _SCHEDULES)

@@ -58,6 +58,10 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.model.out_scale = 1.0
   # 'float32' or 'float64' (float64 turns on jax_enable_x64).
   c.model.dtype = "float32"
+  # RHEL phases on an integer grid of step 2**-grid_bits, so the echo retraces the forward phase
+  # bit for bit (README, "Exact-reversible mode"); BPTT, tBPTT and e-prop ignore it.
+  c.model.exact_reversible = False
+  c.model.grid_bits = 26
 
   c.method = ml_collections.ConfigDict()
   # RHEL nudge per sequence (see README); 1e-3 was best in float32 on this task.

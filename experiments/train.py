@@ -56,7 +56,8 @@ def make_optimizer(train: ml_collections.ConfigDict, total_steps: int) -> optax.
 
 def model_config(config) -> rhel_jax.ModelConfig:
   m = config.model
-  return rhel_jax.ModelConfig(alpha=m.alpha, beta=m.beta, dt=m.dt, rho=m.rho)
+  return rhel_jax.ModelConfig(alpha=m.alpha, beta=m.beta, dt=m.dt, rho=m.rho,
+                              exact_reversible=m.exact_reversible, grid_bits=m.grid_bits)
 
 
 def method_options(config, method: str) -> dict:
@@ -302,7 +303,9 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
            "", f"- command: `{command}`", f"- git revision: `{revision}`",
            f"- task: {config.task.name}, T={task.seq_len}, N={config.model.num_hidden}, "
            f"{config.num_epochs} epochs x {task.steps_per_epoch} steps, batch {config.batch_size}, "
-           f"{config.num_seeds} seeds, {config.model.dtype}"]
+           f"{config.num_seeds} seeds, {config.model.dtype}"
+           + (f", exact-reversible RHEL phases ({config.model.grid_bits}-bit grid)"
+              if config.model.exact_reversible else "")]
   if getattr(task, "sizes", None):
     lines.append(f"- split sizes: {task.sizes}")
   lines += ["", head,

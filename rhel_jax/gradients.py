@@ -10,8 +10,9 @@ impulse ``-eps * B * dL/dphi_b``, i.e. ``-eps * dl_b/dphi_b`` for a batch-mean l
 independent of batch size, and keeps the Hebbian difference (a sum over the batch) B times
 further above float round-off than a nudge of ``eps * dL/dphi``.
 
-With ``ModelConfig(exact_reversible=True)`` the two RHEL methods run both phases on the integer
-grid (the echo then retraces the forward phase bit for bit); ``bptt``, ``tbptt`` and ``eprop``
+With ``ModelConfig(exact_reversible=True)`` the two RHEL methods run the forward phase and an
+un-nudged echo on the integer grid (the echo then retraces the forward phase bit for bit) and
+carry the nudged echoes as floating-point deviations from it; ``bptt``, ``tbptt`` and ``eprop``
 always differentiate the floating-point map, which the grid map approximates to its resolution.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rhel_jax import validation
-from rhel_jax.integrator import State, echo_phase, forward_phase, hebbian_terms, leapfrog_step, zero_state
+from rhel_jax.integrator import State, echo_phase, forward_phase, leapfrog_step, zero_state
 from rhel_jax.losses import LossFn, resolve_loss
 from rhel_jax.model import ModelConfig, Params, readout, recurrent_drive
 
@@ -56,30 +57,31 @@ def rhel(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
 
   One accumulator per synapse in the inference phase, one in the echo (nudge +eps):
   ``dL/dtheta ~= h/eps_n * (sum_echo dV/dtheta - sum_forward dV/dtheta)``. Bias O(eps).
+  In exact mode the echo accumulates that difference itself, against its bit-exact retrace of
+  the forward phase, so the forward phase keeps no accumulator.
   """
   eps_n = eps * inputs_tm.shape[1]
-  final, ys, fwd_sums = forward_phase(params, model, inputs_tm, accumulate_hebbian=True)
+  exact = model.exact_reversible
+  final, ys, fwd_sums = forward_phase(params, model, inputs_tm, accumulate_hebbian=not exact)
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
-  accumulate = lambda r, u: hebbian_terms(r[0], r[0], u)
-  _, echo_sums, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n]), accumulate)
-  diff = jax.tree.map(jnp.subtract, echo_sums, fwd_sums)
+  _, diff, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n]), jnp.ones((1,)))
+  if not exact:
+    diff = jax.tree.map(jnp.subtract, diff, fwd_sums)
   return loss, {**_finish_hamiltonian_grads(diff, model, 1.0 / eps_n), **out}
 
 
 def rhel_centered(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
   """Centered RHEL: two echoes (+eps, -eps) from the same final state. Bias O(eps^2).
 
-  The per-step difference ``r+ r+^T - r- r-^T = ((r+ - r-)(r+ + r-)^T + transpose) / 2`` is
-  accumulated directly (one matmul per step, and no cancellation of two large sums). The
-  forward phase needs no accumulator.
+  The per-step difference ``r+ r+^T - r- r-^T = sym((r+ - r-)^T (r+ + r-))`` is accumulated
+  directly (one matmul per step, and no cancellation of two large sums). The forward phase
+  needs no accumulator.
   """
   eps_n = eps * inputs_tm.shape[1]
   final, ys, _ = forward_phase(params, model, inputs_tm)
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
-  accumulate = lambda r, u: hebbian_terms(r[0] - r[1], r[0] + r[1], u)
-  _, sums, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n, -eps_n]), accumulate)
-  # hebbian_terms(d, s) gives d^T s for W (symmetrise, then halve) and sum(d) for b, u^T d for B.
-  sums = {"W": (sums["W"] + sums["W"].T) / 2, "b": sums["b"], "B": sums["B"]}
+  _, sums, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n, -eps_n]),
+                            jnp.array([1.0, -1.0]))
   return loss, {**_finish_hamiltonian_grads(sums, model, 1.0 / (2 * eps_n)), **out}
 
 

@@ -7,13 +7,13 @@ carry extra leading axes (the centered estimator stacks its +eps and -eps echoes
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rhel_jax.model import ModelConfig, Params, readout, recurrent_drive
+from rhel_jax.model import ModelConfig, Params, readout, recurrent_drive, symmetric
 
 Array = jax.Array
 
@@ -74,24 +74,53 @@ def from_grid(x: Array, model: ModelConfig, dtype) -> Array:
   return x.astype(dtype) * grid_scale(model)
 
 
+def _grid_step(params: Params, model: ModelConfig, state: State, u: Array):
+  """The grid step, also returning the midpoint's ``(mid, rho(mid), rho'(mid), drive)`` as floats."""
+  h, dtype = model.dt, params["W"].dtype
+  rho, rho_prime = model.activation()
+  drift, over_1 = to_grid((h / 2) * from_grid(state.pi, model, dtype), model)
+  mid = state.phi + drift
+  mid_f = from_grid(mid, model, dtype)
+  r, rp = rho(mid_f), rho_prime(mid_f)
+  drive = recurrent_drive(params, model, r, u)
+  kick, over_2 = to_grid(h * (model.alpha * mid_f + rp * drive), model)
+  pi = state.pi - kick
+  drift, over_3 = to_grid((h / 2) * from_grid(pi, model, dtype), model)
+  phi = mid + drift
+  overflow = over_1 | over_2 | over_3 | jnp.any(jnp.abs(mid) >= _GRID_LIMIT) | jnp.any(jnp.abs(pi) >= _GRID_LIMIT)
+  return State(phi, pi), overflow, (mid_f, r, rp, drive)
+
+
 def grid_leapfrog_step(params: Params, model: ModelConfig, state: State, u: Array
                        ) -> tuple[State, Array, Array]:
   """:func:`leapfrog_step` on the integer grid: ``(new_state, rho(mid), overflow)``.
 
   Bit-reversible: from ``(Phi', -Pi')`` with the same ``u`` it returns exactly ``(Phi, -Pi)``.
   """
-  h, dtype = model.dt, params["W"].dtype
-  rho, rho_prime = model.activation()
-  drift, over_1 = to_grid((h / 2) * from_grid(state.pi, model, dtype), model)
-  mid = state.phi + drift
-  mid_f = from_grid(mid, model, dtype)
-  r = rho(mid_f)
-  kick, over_2 = to_grid(h * (model.alpha * mid_f + rho_prime(mid_f) * recurrent_drive(params, model, r, u)), model)
-  pi = state.pi - kick
-  drift, over_3 = to_grid((h / 2) * from_grid(pi, model, dtype), model)
-  phi = mid + drift
-  overflow = over_1 | over_2 | over_3 | jnp.any(jnp.abs(mid) >= _GRID_LIMIT) | jnp.any(jnp.abs(pi) >= _GRID_LIMIT)
-  return State(phi, pi), r, overflow
+  state, overflow, (_, r, _, _) = _grid_step(params, model, state, u)
+  return state, r, overflow
+
+
+def deviation_step(params: Params, model: ModelConfig, dev: State, mid: Array, rp: Array, drive: Array
+                   ) -> tuple[State, Array]:
+  """Advances deviations ``dev = (dphi, dpi)`` (S, B, N) from a reference step by one leapfrog step.
+
+  The reference step (one trajectory, (B, N)) had midpoint ``mid``, ``rho'(mid) = rp`` and
+  ``recurrent_drive = drive``. The deviated trajectory is reference + dev; its force differs by
+
+      dV'(mid + dm) - dV'(mid) = alpha dm + d(rho') (drive + d(drive)) + rho'(mid) d(drive),
+      d(drive) = Ws d(rho) / beta,
+
+  with ``d(rho)``, ``d(rho')`` from :meth:`ModelConfig.activation_difference`, so every term keeps
+  full relative precision however small dev is (no difference of two O(1) numbers).
+  Returns ``(new dev, d(rho) at the midpoint (S, B, N))``.
+  """
+  h = model.dt
+  dmid = dev.phi + (h / 2) * dev.pi
+  dr, drp = model.activation_difference()(mid, dmid)
+  ddrive = dr @ symmetric(params["W"]) / model.beta
+  dpi = dev.pi - h * (model.alpha * dmid + drp * (drive + ddrive) + rp * ddrive)
+  return State(dmid + (h / 2) * dpi, dpi), dr
 
 
 def hebbian_terms(r_left: Array, r_right: Array, u: Array) -> dict[str, Array]:
@@ -149,9 +178,23 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
   return state, ys, sums
 
 
+def contrast_terms(base: Optional[Array], dr: Array, weights: Array, u: Array) -> dict[str, Array]:
+  """Hebbian terms of the weighted contrast of S echoes, from their deviations ``dr`` from ``base``.
+
+  With echo ``s`` at ``rho_s = base + dr_s`` (``base = 0`` when None), the terms are
+  ``hebbian_terms(d, 2 base + sum_s dr_s, u)`` with ``d = sum_s weights_s dr_s``. For weights
+  ``(1,)`` the symmetrised W term is ``rho_0 rho_0^T - base base^T``; for ``(1, -1)`` it is
+  ``rho_0 rho_0^T - rho_1 rho_1^T`` (as ``sym((a - b)^T (a + b)) = a^T a - b^T b``).
+
+  Shapes: base (B, N) or None; dr (S, B, N); weights (S,); u (B, n_in).
+  """
+  d = jnp.tensordot(weights.astype(dr.dtype), dr, 1)
+  total = jnp.sum(dr, 0)
+  return hebbian_terms(d, total if base is None else 2 * base + total, u)
+
+
 def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm: Array,
-               dl_dy_tm: Array, nudge: Array,
-               accumulate: Callable[[Array, Array], dict[str, Array]]
+               dl_dy_tm: Array, nudge: Array, weights: Array
                ) -> tuple[State, dict[str, Array], dict[str, Array]]:
   """The echo: from the flipped final state, replay the inputs backwards, nudging the momentum.
 
@@ -162,48 +205,66 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
   position), then takes a leapfrog step with ``u_{T-1-j}``. For ``j = 0`` this is the spec's
   ``pi^e_0 = -pi_T - eps g_T``; for ``j > 0`` the impulse after echo step ``j - 1``.
 
+  Floating-point mode accumulates each echo's own Hebbian terms (``contrast_terms`` with
+  ``base = None``). Exact mode also runs an un-nudged echo on the integer grid, which retraces
+  the forward phase bit for bit, and carries the S nudged echoes as floating-point deviations from
+  it (:func:`deviation_step`); it then accumulates the contrast *echo minus forward* directly, to
+  the relative precision of the deviations.
+
   Args:
     final_state: forward state ``(phi_T, pi_T)``, each (B, N) (int32 grid values in exact mode).
     inputs_tm: (T, B, n_in); read in reverse by the scan (no reversed copy).
     dl_dy_tm: (T, B, n_out), the loss gradient with respect to the readouts.
     nudge: (S,) nudge strength of each echo.
-    accumulate: ``fn(rho_mid (S, B, N), u (B, n_in)) -> sums`` called at every kick.
+    weights: (S,) weight of each echo in the contrast (see :func:`contrast_terms`).
   Returns:
-    ``(final echo state, hebbian sums, readout sums)``; the readout sums are
-    ``{'W_out': sum_k dL/dy_k^T rbar_k, 'b_out': sum_k dL/dy_k}`` where ``rbar`` is
-    rho(phi^e) averaged over the S echoes.
+    ``(final echo states (S, B, N) each, hebbian sums, readout sums)``. The Hebbian sums are
+    ``{'W': sym(sum d^T s), 'b': sum d, 'B': sum u^T d}`` over steps and batch, with
+    ``sym(M) = (M + M^T) / 2``: per echo, its own terms in floating-point mode, the contrast with
+    the forward phase in exact mode. The readout sums are
+    ``{'W_out': sum_k dL/dy_k^T rbar_k, 'b_out': sum_k dL/dy_k}`` with ``rbar`` rho(phi) averaged
+    over the S echoes (exact mode: rho of the retraced forward state itself).
   """
   n_echo = nudge.shape[0]
   rho, rho_prime = model.activation()
   exact, dtype = model.exact_reversible, params["W"].dtype
   scale = nudge[:, None, None]
   stack = lambda x: jnp.broadcast_to(x, (n_echo,) + x.shape)
-  state0 = State(stack(final_state.phi), -stack(final_state.pi))
   out0 = {"W_out": jnp.zeros_like(params["W_out"]), "b_out": jnp.zeros_like(params["b_out"])}
 
-  def _step(carry, xs):
-    state, sums, out, overflow = carry
+  def _readout_sums(out, dy, r_here):
+    return {"W_out": out["W_out"] + dy.T @ r_here, "b_out": out["b_out"] + jnp.sum(dy, 0)}
+
+  def _float_step(carry, xs):
+    state, sums, out = carry
     u, dy = xs
-    phi = from_grid(state.phi, model, dtype) if exact else state.phi
-    r_here = rho(phi)
-    impulse = scale * (rho_prime(phi) * (dy @ params["W_out"]))
-    if exact:  # the nudge is rounded to the grid; eps * |g| below one grid step is lost
-      impulse, over = to_grid(impulse, model)
-      overflow = overflow | over
-    state = State(state.phi, state.pi - impulse)
-    out = {"W_out": out["W_out"] + dy.T @ jnp.mean(r_here, 0), "b_out": out["b_out"] + jnp.sum(dy, 0)}
-    if exact:
-      state, r_mid, over = grid_leapfrog_step(params, model, state, u)
-      overflow = overflow | over
-    else:
-      state, r_mid = leapfrog_step(params, model, state, u)
-    sums = _compensated_add(sums, accumulate(r_mid, u))
-    return (state, sums, out, overflow), None
+    impulse = scale * (rho_prime(state.phi) * (dy @ params["W_out"]))
+    out = _readout_sums(out, dy, jnp.mean(rho(state.phi), 0))
+    state, r_mid = leapfrog_step(params, model, State(state.phi, state.pi - impulse), u)
+    return (state, _compensated_add(sums, contrast_terms(None, r_mid, weights, u)), out), None
+
+  def _exact_step(carry, xs):
+    (shadow, dev, overflow), sums, out = carry
+    u, dy = xs
+    phi = from_grid(shadow.phi, model, dtype)
+    impulse = scale * (rho_prime(phi + dev.phi) * (dy @ params["W_out"]))
+    out = _readout_sums(out, dy, rho(phi))
+    shadow, over, (mid, r, rp, drive) = _grid_step(params, model, shadow, u)
+    dev, dr = deviation_step(params, model, State(dev.phi, dev.pi - impulse), mid, rp, drive)
+    sums = _compensated_add(sums, contrast_terms(r, dr, weights, u))
+    return ((shadow, dev, overflow | over), sums, out), None
 
   sums0 = _zero_sums(params)
-  (state, sums, out, overflow), _ = lax.scan(_step, (state0, sums0, out0, jnp.array(False)),
-                                             (inputs_tm, dl_dy_tm), reverse=True)
+  if exact:
+    zeros = jnp.zeros((n_echo,) + final_state.phi.shape, dtype)
+    carry0 = ((State(final_state.phi, -final_state.pi), State(zeros, zeros), jnp.array(False)), sums0, out0)
+    ((shadow, dev, overflow), sums, out), _ = lax.scan(_exact_step, carry0, (inputs_tm, dl_dy_tm), reverse=True)
+    state = State(from_grid(shadow.phi, model, dtype) + dev.phi, from_grid(shadow.pi, model, dtype) + dev.pi)
+  else:
+    state0 = State(stack(final_state.phi), -stack(final_state.pi))
+    (state, sums, out), _ = lax.scan(_float_step, (state0, sums0, out0), (inputs_tm, dl_dy_tm), reverse=True)
   sums = _compensated_total(sums)
+  sums = {**sums, "W": symmetric(sums["W"])}
   if exact:
     sums = jax.tree.map(lambda x: jnp.where(overflow, jnp.nan, x), sums)
   return state, sums, out

@@ -39,6 +39,27 @@ ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
+def _tanh_difference(x, d):
+  # tanh(x+d) - tanh(x) = tanh(d) (1 - t^2) / (1 + t tanh(d)): no cancellation for small d.
+  t, td = jnp.tanh(x), jnp.tanh(d)
+  dr = td * ((1.0 - t) * (1.0 + t)) / (1.0 + t * td)
+  return dr, -dr * (2.0 * t + dr)  # rho' = 1 - t^2
+
+
+def _sigmoid_difference(x, d):
+  dr = 0.5 * _tanh_difference(0.5 * x, 0.5 * d)[0]  # sigmoid(x) = (1 + tanh(x/2)) / 2
+  return dr, dr * (1.0 - 2.0 * jax.nn.sigmoid(x) - dr)  # rho' = s (1 - s)
+
+
+# (rho(x + d) - rho(x), rho'(x + d) - rho'(x)) to full relative precision in d, for the exact
+# mode's echo, which tracks its deviation d from the forward trajectory x (see integrator).
+ACTIVATION_DIFFERENCES: dict[str, Callable] = {
+    "tanh": _tanh_difference,
+    "sigmoid": _sigmoid_difference,
+    "identity": lambda x, d: (d, jnp.zeros_like(d)),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Static hyperparameters of the Hamiltonian (hashable, so usable as a jit static arg).
@@ -50,11 +71,12 @@ class ModelConfig:
     rho: activation name (``'tanh'``, ``'sigmoid'``, ``'identity'``) or an elementwise callable
       (its derivative is then taken with ``jax.jvp``).
     exact_reversible: run the RHEL phases on an integer grid (Levesque & Verlet 1993), so that
-      the echo retraces the forward phase bit for bit in any precision. BPTT, tBPTT and e-prop
-      always differentiate the floating-point map.
+      the un-nudged echo retraces the forward phase bit for bit in any precision; the nudged
+      echoes are carried as floating-point deviations from it. BPTT, tBPTT and e-prop always
+      differentiate the floating-point map.
     grid_bits: grid resolution ``2**-grid_bits`` for phi and pi in exact mode. The state must
-      stay below ``2**(30 - grid_bits)`` in magnitude (an overflow is reported, never wrapped), and
-      a nudge ``eps * |dl/dphi|`` much below one grid step is lost to rounding.
+      stay below ``2**(30 - grid_bits)`` in magnitude (an overflow is reported, never wrapped).
+      The nudges live in the floating-point deviations, so the grid puts no floor under eps.
   """
   alpha: float = 1.0
   beta: float = 1.0
@@ -89,6 +111,17 @@ class ModelConfig:
       return ACTIVATIONS[self.rho]
     rho = self.rho
     return rho, lambda x: jax.jvp(rho, (x,), (jnp.ones_like(x),))[1]
+
+  def activation_difference(self) -> Callable:
+    """``fn(x, d) -> (rho(x + d) - rho(x), rho'(x + d) - rho'(x))``, elementwise.
+
+    Closed forms for the named activations keep full relative precision as ``d -> 0``; a callable
+    ``rho`` falls back to subtracting two evaluations, which loses ``ulp(rho) / |d|``.
+    """
+    if isinstance(self.rho, str):
+      return ACTIVATION_DIFFERENCES[self.rho]
+    rho, rho_prime = self.activation()
+    return lambda x, d: (rho(x + d) - rho(x), rho_prime(x + d) - rho_prime(x))
 
 
 def init_params(key: Array, n_in: int, n_hidden: int, n_out: int, *,

@@ -162,7 +162,8 @@ class RunExperimentTest(_TempDirs):
     for key, value, field in (("model.dt", -1.0, "config.model.dt"), ("num_seeds", 0, "config.num_seeds"),
                               ("methods", ("rhel", "bogus"), "config.methods"),
                               ("alignment_epochs", (0, 99), "config.alignment_epochs"),
-                              ("task.seq_len", 5, "config.task.seq_len")):
+                              ("task.seq_len", 5, "config.task.seq_len"),
+                              ("model.grid_bits", 30, "config.model.grid_bits")):
       with self.assertRaisesRegex(ValueError, field):
         train.run_experiment(tiny_config(**{key: value}), workdir)
 
