@@ -6,7 +6,9 @@ from absl.testing import absltest
 from jax import lax
 
 import rhel_jax
-from rhel_jax.integrator import State, echo_phase, forward_phase, grid_leapfrog_step, to_grid
+from absl.testing import parameterized
+from rhel_jax.integrator import State, deviation_step, echo_phase, forward_phase, grid_leapfrog_step, leapfrog_step, to_grid
+from rhel_jax.model import recurrent_drive
 from tests.helpers import make_problem, rel_error
 
 
@@ -50,7 +52,70 @@ class ExactReversibilityTest(absltest.TestCase):
       np.testing.assert_array_equal(contrast[key], 0)
 
 
+class DeviationTest(parameterized.TestCase):
+
+  @parameterized.parameters("tanh", "sigmoid", "identity")
+  def test_activation_difference_keeps_relative_precision_in_float32(self, name):
+    model = rhel_jax.ModelConfig(rho=name)
+    rho, rho_prime = model.activation()
+    x = jnp.linspace(-3.0, 3.0, 101).astype(jnp.float32)
+    for size in (1e-1, 1e-4, 1e-7):
+      d = (size * jnp.cos(7.0 * x)).astype(jnp.float32)
+      x64, d64 = x.astype(jnp.float64), d.astype(jnp.float64)  # the same values, in float64 (x64 is on)
+      want_r, want_rp = rho(x64 + d64) - rho(x64), rho_prime(x64 + d64) - rho_prime(x64)
+      got_r, got_rp = model.activation_difference()(x, d)
+      self.assertEqual(got_r.dtype, jnp.float32)
+      # Error relative to the size of the difference itself, whatever that size.
+      self.assertLess(float(jnp.max(jnp.abs(got_r - want_r)) / jnp.max(jnp.abs(want_r))), 1e-6, size)
+      if name != "identity":
+        self.assertLess(float(jnp.max(jnp.abs(got_rp - want_rp)) / jnp.max(jnp.abs(want_rp))), 1e-6, size)
+    # The plain float32 difference loses the 1e-7 deviation almost entirely.
+    naive = rho(x + d) - rho(x)
+    if name != "identity":
+      self.assertGreater(rel_error(naive, want_r), 0.1)
+
+  def test_activation_difference_of_a_callable_is_the_plain_difference(self):
+    model = rhel_jax.ModelConfig(rho=jnp.sin)
+    x, d = jnp.linspace(-2, 2, 9), jnp.full((9,), 0.3)
+    got_r, got_rp = model.activation_difference()(x, d)
+    np.testing.assert_allclose(got_r, jnp.sin(x + d) - jnp.sin(x), rtol=1e-12)
+    np.testing.assert_allclose(got_rp, jnp.cos(x + d) - jnp.cos(x), rtol=1e-12)
+
+  def test_deviation_step_is_the_difference_of_two_leapfrog_steps(self):
+    params, model, inputs, _, _ = make_problem(n_hidden=16, batch=3)
+    keys = jax.random.split(jax.random.key(3), 4)
+    ref = State(jax.random.normal(keys[0], (3, 16)), jax.random.normal(keys[1], (3, 16)))
+    dev = State(0.2 * jax.random.normal(keys[2], (2, 3, 16)), 0.2 * jax.random.normal(keys[3], (2, 3, 16)))
+    u = inputs[:, 0]
+    rho, rho_prime = model.activation()
+    mid = ref.phi + model.dt / 2 * ref.pi
+    new_ref, r_ref = leapfrog_step(params, model, ref, u)
+    new_dev, dr = deviation_step(params, model, dev, mid, rho_prime(mid), recurrent_drive(params, model, rho(mid), u))
+    new_full, r_full = leapfrog_step(params, model, State(ref.phi + dev.phi, ref.pi + dev.pi), u)
+    np.testing.assert_allclose(new_dev.phi, new_full.phi - new_ref.phi, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(new_dev.pi, new_full.pi - new_ref.pi, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dr, r_full - r_ref, rtol=1e-10, atol=1e-12)
+
+
 class ExactGradientTest(absltest.TestCase):
+
+  def test_float32_exact_one_sided_error_tracks_float64(self):
+    # Weakly coupled network, small eps: float64's one-sided error is its O(eps) bias; plain
+    # float32 is swamped by the echo's round-off divided by eps; exact float32 matches float64.
+    params, model, inputs, targets, mask = make_problem(steps=1000, w_scale=0.1, in_scale=0.1)
+    mask = mask.at[:, :-100].set(0.0)
+    _, ref = rhel_jax.gradient("bptt", params, model, inputs, targets, mask)
+    f32 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float32), tree)
+    exact = rhel_jax.ModelConfig(exact_reversible=True)
+    err = lambda g: rel_error(np.concatenate([np.ravel(g[k]) for k in ref]),
+                              np.concatenate([np.ravel(ref[k]) for k in ref]))
+    for eps in (1e-4, 1e-6):
+      e64 = err(rhel_jax.gradient("rhel", params, model, inputs, targets, mask, eps=eps)[1])
+      e32 = err(rhel_jax.gradient("rhel", f32(params), model, f32(inputs), f32(targets), f32(mask), eps=eps)[1])
+      e32x = err(rhel_jax.gradient("rhel", f32(params), exact, f32(inputs), f32(targets), f32(mask), eps=eps)[1])
+      self.assertLess(e32x, 1.2 * e64, f"eps={eps}")
+      if eps == 1e-6:
+        self.assertGreater(e32, 20 * e64)  # the plain float32 estimate really is broken here
 
   def test_rhel_in_exact_mode_approximates_bptt_of_the_float_map(self):
     params, _, inputs, targets, mask = make_problem(steps=100)
