@@ -40,9 +40,12 @@ ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
 
 
 def _tanh_difference(x, d):
-  # tanh(x+d) - tanh(x) = tanh(d) (1 - t^2) / (1 + t tanh(d)): no cancellation for small d.
+  # tanh(x+d) - tanh(x) = tanh(d) (1 - t^2) / (1 + t tanh(d)): no cancellation for small d. For
+  # |d| >= 1/2 the plain difference loses nothing, while the closed form can reach 0/0 once t and
+  # tanh(d) both round to +-1 (a far-deviated echo, e.g. in chaotic dynamics).
   t, td = jnp.tanh(x), jnp.tanh(d)
-  dr = td * ((1.0 - t) * (1.0 + t)) / (1.0 + t * td)
+  small = td * ((1.0 - t) * (1.0 + t)) / (1.0 + t * td)
+  dr = jnp.where(jnp.abs(d) < 0.5, small, jnp.tanh(x + d) - t)
   return dr, -dr * (2.0 * t + dr)  # rho' = 1 - t^2
 
 

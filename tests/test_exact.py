@@ -74,6 +74,17 @@ class DeviationTest(parameterized.TestCase):
     if name != "identity":
       self.assertGreater(rel_error(naive, want_r), 0.1)
 
+  @parameterized.parameters("tanh", "sigmoid")
+  def test_activation_difference_is_finite_and_right_for_large_deviations_in_saturation(self, name):
+    model = rhel_jax.ModelConfig(rho=name)
+    rho, rho_prime = model.activation()
+    x = jnp.array([30.0, 30.0, -30.0, 12.0, 0.3], jnp.float32)
+    d = jnp.array([-60.0, 0.2, 55.0, -1e-3, 40.0], jnp.float32)
+    got_r, got_rp = model.activation_difference()(x, d)
+    x64, d64 = x.astype(jnp.float64), d.astype(jnp.float64)
+    np.testing.assert_allclose(got_r, rho(x64 + d64) - rho(x64), atol=1e-6)
+    np.testing.assert_allclose(got_rp, rho_prime(x64 + d64) - rho_prime(x64), atol=1e-6)
+
   def test_activation_difference_of_a_callable_is_the_plain_difference(self):
     model = rhel_jax.ModelConfig(rho=jnp.sin)
     x, d = jnp.linspace(-2, 2, 9), jnp.full((9,), 0.3)
