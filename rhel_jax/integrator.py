@@ -206,10 +206,10 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
   ``pi^e_0 = -pi_T - eps g_T``; for ``j > 0`` the impulse after echo step ``j - 1``.
 
   Floating-point mode accumulates each echo's own Hebbian terms (``contrast_terms`` with
-  ``base = None``). Exact mode also runs an un-nudged echo on the integer grid, which retraces
-  the forward phase bit for bit, and carries the S nudged echoes as floating-point deviations from
-  it (:func:`deviation_step`); it then accumulates the contrast *echo minus forward* directly, to
-  the relative precision of the deviations.
+  ``base = None``). Exact mode also runs an un-nudged twin echo on the integer grid, which
+  retraces the forward phase bit for bit, and carries the S nudged echoes as floating-point
+  deviations from the twin (:func:`deviation_step`); it then accumulates the contrast *echo minus
+  forward* directly, to the relative precision of the deviations.
 
   Args:
     final_state: forward state ``(phi_T, pi_T)``, each (B, N) (int32 grid values in exact mode).
@@ -223,7 +223,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
     ``sym(M) = (M + M^T) / 2``: per echo, its own terms in floating-point mode, the contrast with
     the forward phase in exact mode. The readout sums are
     ``{'W_out': sum_k dL/dy_k^T rbar_k, 'b_out': sum_k dL/dy_k}`` with ``rbar`` rho(phi) averaged
-    over the S echoes (exact mode: rho of the retraced forward state itself).
+    over the S echoes (exact mode: rho of the twin, i.e. of the forward state itself).
   """
   n_echo = nudge.shape[0]
   rho, rho_prime = model.activation()
@@ -244,22 +244,22 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
     return (state, _compensated_add(sums, contrast_terms(None, r_mid, weights, u)), out), None
 
   def _exact_step(carry, xs):
-    (shadow, dev, overflow), sums, out = carry
+    (twin, dev, overflow), sums, out = carry
     u, dy = xs
-    phi = from_grid(shadow.phi, model, dtype)
+    phi = from_grid(twin.phi, model, dtype)
     impulse = scale * (rho_prime(phi + dev.phi) * (dy @ params["W_out"]))
     out = _readout_sums(out, dy, rho(phi))
-    shadow, over, (mid, r, rp, drive) = _grid_step(params, model, shadow, u)
+    twin, over, (mid, r, rp, drive) = _grid_step(params, model, twin, u)
     dev, dr = deviation_step(params, model, State(dev.phi, dev.pi - impulse), mid, rp, drive)
     sums = _compensated_add(sums, contrast_terms(r, dr, weights, u))
-    return ((shadow, dev, overflow | over), sums, out), None
+    return ((twin, dev, overflow | over), sums, out), None
 
   sums0 = _zero_sums(params)
   if exact:
     zeros = jnp.zeros((n_echo,) + final_state.phi.shape, dtype)
     carry0 = ((State(final_state.phi, -final_state.pi), State(zeros, zeros), jnp.array(False)), sums0, out0)
-    ((shadow, dev, overflow), sums, out), _ = lax.scan(_exact_step, carry0, (inputs_tm, dl_dy_tm), reverse=True)
-    state = State(from_grid(shadow.phi, model, dtype) + dev.phi, from_grid(shadow.pi, model, dtype) + dev.pi)
+    ((twin, dev, overflow), sums, out), _ = lax.scan(_exact_step, carry0, (inputs_tm, dl_dy_tm), reverse=True)
+    state = State(from_grid(twin.phi, model, dtype) + dev.phi, from_grid(twin.pi, model, dtype) + dev.pi)
   else:
     state0 = State(stack(final_state.phi), -stack(final_state.pi))
     (state, sums, out), _ = lax.scan(_float_step, (state0, sums0, out0), (inputs_tm, dl_dy_tm), reverse=True)

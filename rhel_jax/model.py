@@ -119,10 +119,12 @@ class ModelConfig:
     """``fn(x, d) -> (rho(x + d) - rho(x), rho'(x + d) - rho'(x))``, elementwise.
 
     Closed forms for the named activations keep full relative precision as ``d -> 0``; a callable
-    ``rho`` falls back to subtracting two evaluations, which loses ``ulp(rho) / |d|``.
+    ``rho`` (or a name without an entry in ``ACTIVATION_DIFFERENCES``) falls back to subtracting
+    two evaluations, which loses ``ulp(rho) / |d|``.
     """
-    if isinstance(self.rho, str):
-      return ACTIVATION_DIFFERENCES[self.rho]
+    closed_form = ACTIVATION_DIFFERENCES.get(self.rho) if isinstance(self.rho, str) else None
+    if closed_form is not None:
+      return closed_form
     rho, rho_prime = self.activation()
     return lambda x, d: (rho(x + d) - rho(x), rho_prime(x + d) - rho_prime(x))
 
