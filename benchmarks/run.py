@@ -8,8 +8,10 @@ gradient plus an Adam update, jitted together. Times are medians of ``--repeats`
 warm-up, with the methods interleaved round-robin so that ratios compare like with like; peak
 memory is measured per configuration in a fresh process (``VmHWM``, plus XLA's temp buffers).
 Also times the forward phase against a bare ``lax.scan`` of the same leapfrog step.
-Each measurement is one JSON line on stdout; ``--out`` also gets ``bench.jsonl``, ``bench.md``
-and ``bench.png`` (log-log).
+Each measurement is one JSON line on stdout (``method``, ``T``, ``N``, ``step_ms``, ``peak_mb``,
+``xla_temp_mb``; the memory fields are null where memory was not measured: ``forward``,
+``bare_scan``, ``--no-memory``, and in ``--quick`` all but bptt and rhel at the longest T);
+``--out`` also gets ``bench.jsonl``, ``bench.md`` and ``bench.png`` (log-log).
 """
 from __future__ import annotations
 
@@ -93,8 +95,8 @@ def time_configuration(steps: int, n: int, methods, repeats: int) -> list[dict]:
       start = time.perf_counter()
       _block(run())
       samples[name].append(time.perf_counter() - start)
-  return [{"kind": "time", "method": name, "T": steps, "N": n, "batch": BATCH,
-           "step_ms": 1e3 * float(np.median(s)), "runs": len(s)} for name, s in samples.items()]
+  return [{"method": name, "T": steps, "N": n, "batch": BATCH, "step_ms": 1e3 * float(np.median(s)),
+           "runs": len(s)} for name, s in samples.items()]
 
 
 def peak_rss_mb() -> float:
@@ -112,7 +114,7 @@ def memory_child(method: str, steps: int, n: int) -> dict:
   compiled = step.lower(params, opt_state, inputs, targets, mask).compile()
   stats = compiled.memory_analysis()
   jax.block_until_ready(compiled(params, opt_state, inputs, targets, mask))
-  return {"kind": "memory", "method": method, "T": steps, "N": n, "batch": BATCH, "peak_mb": peak_rss_mb(),
+  return {"method": method, "T": steps, "N": n, "batch": BATCH, "peak_mb": peak_rss_mb(),
           "xla_temp_mb": stats.temp_size_in_bytes / 2**20}
 
 
@@ -130,15 +132,14 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
   import matplotlib.pyplot as plt
   out.mkdir(parents=True, exist_ok=True)
   (out / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  times = {(r["method"], r["T"], r["N"]): r["step_ms"] for r in rows if r["kind"] == "time"}
-  mems = {(r["method"], r["T"], r["N"]): r for r in rows if r["kind"] == "memory"}
+  times = {(r["method"], r["T"], r["N"]): r["step_ms"] for r in rows}
+  mems = {(r["method"], r["T"], r["N"]): r for r in rows if r["peak_mb"] is not None}
   lines = ["| method | T | N | step (ms) | ratio to bptt | peak RSS (MB) | XLA temp (MB) |", "|---|---|---|---|---|---|---|"]
   for (method, steps, n), ms in sorted(times.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
     base = times.get(("bptt", steps, n))
     mem = mems.get((method, steps, n), {})
-    lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | {ms / base:.2f} | "
-                 f"{mem.get('peak_mb', float('nan')):.0f} | {mem.get('xla_temp_mb', float('nan')):.1f} |"
-                 if base else f"| {method} | {steps} | {n} | {ms:.1f} | - | - | - |")
+    peak = f"{mem['peak_mb']:.0f} | {mem['xla_temp_mb']:.1f}" if mem else "- | -"
+    lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | " + (f"{ms / base:.2f}" if base else "-") + f" | {peak} |")
   (out / "bench.md").write_text("\n".join(lines) + "\n")
   widths = sorted({n for _, _, n in times})
   fig, axes = plt.subplots(2, len(widths), figsize=(4 * len(widths), 6.5), squeeze=False)
@@ -190,15 +191,16 @@ def main():
   rows = []
   for n in widths:
     for steps in lengths:
-      for row in time_configuration(steps, n, methods, args.repeats):
+      timed = time_configuration(steps, n, methods, args.repeats)
+      # --quick keeps under a minute: memory of the reference pair at the longest T only.
+      measured = (() if args.no_memory else
+                  ("bptt", "rhel") if args.quick and steps == lengths[-1] else () if args.quick else methods)
+      memory = {method: measure_memory(method, steps, n) for method in measured}
+      for row in timed:  # one line per measurement: time, and peak memory where it was taken
+        mem = memory.get(row["method"], {})
+        row = {**row, "peak_mb": mem.get("peak_mb"), "xla_temp_mb": mem.get("xla_temp_mb")}
         rows.append(row)
         print(json.dumps(row), flush=True)
-      if not args.no_memory:
-        # --quick keeps under a minute: memory of the reference pair at the longest T only.
-        for method in (("bptt", "rhel") if args.quick and steps == lengths[-1] else () if args.quick else methods):
-          row = measure_memory(method, steps, n)
-          rows.append(row)
-          print(json.dumps(row), flush=True)
   if args.out:
     write_report(rows, args.out)
 
