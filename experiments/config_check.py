@@ -65,9 +65,10 @@ def validate_config(config) -> None:
       isinstance(e, bool) or not isinstance(e, int) or not 0 <= e < config.num_epochs for e in epochs):
     raise ValueError(f"config.alignment_epochs must be a tuple of ints in [0, num_epochs={config.num_epochs}), "
                      f"got {epochs!r}")
-  for path in ("model.beta", "model.dt", "method.eps", "train.lr", "model.w_scale", "model.in_scale",
-               "model.out_scale"):
+  for path in ("model.beta", "model.dt", "train.lr", "model.w_scale", "model.in_scale", "model.out_scale"):
     _float(config, path)
+  if _get(config, "method.eps") is not None:  # None: rhel_jax.default_eps
+    _float(config, "method.eps")
   _float(config, "model.alpha", positive=False)
   _float(config, "model.b_scale", nonnegative=True)
   _float(config, "train.clip_norm", nonnegative=True)

@@ -62,7 +62,8 @@ def model_config(config) -> rhel_jax.ModelConfig:
 
 def method_options(config, method: str) -> dict:
   if method in ("rhel", "rhel_centered"):
-    return {"eps": config.method.eps}
+    eps = config.method.eps
+    return {"eps": rhel_jax.default_eps(config.model.dtype, model_config(config)) if eps is None else eps}
   if method == "tbptt":
     return {"k": config.method.tbptt_k}
   return {}
@@ -306,6 +307,11 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
            f"{config.num_seeds} seeds, {config.model.dtype}"
            + (f", exact-reversible RHEL phases ({config.model.grid_bits}-bit grid)"
               if config.model.exact_reversible else "")]
+  rhel_methods = [m for m in config.methods if m in ("rhel", "rhel_centered")]
+  if rhel_methods:
+    eps = method_options(config, rhel_methods[0])["eps"]
+    lines.append(f"- RHEL nudge eps = {eps:g} per sequence"
+                 + (" (rhel_jax.default_eps)" if config.method.eps is None else ""))
   if getattr(task, "sizes", None):
     lines.append(f"- split sizes: {task.sizes}")
   lines += ["", head,

@@ -200,10 +200,20 @@ METHODS: dict[str, tuple[Callable, dict]] = {
     "tbptt": (tbptt, {"k": 2}),
     "eprop": (eprop, {}),
 }
-# Default nudge by dtype (per-sequence convention above). float32: best cosine with float64 BPTT
-# on the Copy-Paste task at init (T=100 and 400) was at eps ~1e-3 for both estimators; larger eps
-# biases the one-sided rule enough that it stopped learning at 1e-2 (docs/core.md).
+# Default nudge (per-sequence convention above), from `python -m benchmarks.fidelity`
+# (docs/results.md#gradient-fidelity): the eps with the best worst-case cosine to float64 BPTT over
+# Copy-Paste at T = 100..4000, at init and on trained parameters, for both estimators. Larger eps
+# is biased on trained networks at long T; smaller eps drowns in float32 round-off unless the echo
+# is exact, and then 1e-5 (the smallest tested) is best in any precision.
 DEFAULT_EPS = {"float64": 1e-5, "float32": 1e-3}
+DEFAULT_EPS_EXACT = 1e-5
+
+
+def default_eps(dtype, model: ModelConfig) -> float:
+  """The nudge ``gradient`` uses when none is given, by parameter dtype and integrator mode."""
+  if model.exact_reversible:
+    return DEFAULT_EPS_EXACT
+  return DEFAULT_EPS.get(jnp.dtype(dtype).name, DEFAULT_EPS["float32"])
 
 
 @functools.partial(jax.jit, static_argnames=("method", "model", "loss_fn", "k"))
@@ -234,8 +244,8 @@ def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, tar
       None means all ones.
     loss: ``'mse'``, ``'bce'``, ``'ce_mean'`` or ``fn(ys (batch, T, n_out), targets, mask)``
       returning a scalar that averages over the batch.
-    **options: ``eps`` (rhel, rhel_centered; default by dtype: 1e-5 for float64, 1e-3 for
-      float32) and ``k`` (tbptt window, default 2).
+    **options: ``eps`` (rhel, rhel_centered; default :func:`default_eps`: 1e-5 in float64 and
+      in exact mode, 1e-3 in float32) and ``k`` (tbptt window, default 2).
   Returns:
     ``(loss, grads)`` with grads a dict shaped like params.
   Raises:
@@ -255,7 +265,7 @@ def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, tar
   options = {**defaults, **options}
   if "eps" in options:
     if options["eps"] is None:
-      options["eps"] = DEFAULT_EPS.get(jnp.dtype(params["W"].dtype).name, DEFAULT_EPS["float32"])
+      options["eps"] = default_eps(params["W"].dtype, model)
     validation.check_positive("eps", options["eps"])
   if "k" in options:
     validation.check_positive_int("k", options["k"])

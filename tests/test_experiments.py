@@ -72,7 +72,7 @@ class RunExperimentTest(_TempDirs):
         if method == "bptt":
           self.assertAlmostEqual(r["cos_all"], 1.0, places=5)
         if method == "rhel_centered":
-          self.assertGreater(r["cos_all"], 0.99)  # float32, eps=1e-3: RHEL tracks BPTT
+          self.assertGreater(r["cos_all"], 0.99)  # float32, default eps: RHEL tracks BPTT
       final = _final(workdir, method)
       self.assertLen(final["test_bit_acc"], 2)
       self.assertTrue(all(0.0 <= a <= 1.0 for a in final["test_bit_acc"]))
@@ -163,7 +163,8 @@ class RunExperimentTest(_TempDirs):
                               ("methods", ("rhel", "bogus"), "config.methods"),
                               ("alignment_epochs", (0, 99), "config.alignment_epochs"),
                               ("task.seq_len", 5, "config.task.seq_len"),
-                              ("model.grid_bits", 30, "config.model.grid_bits")):
+                              ("model.grid_bits", 30, "config.model.grid_bits"),
+                              ("method.eps", -1.0, "config.method.eps")):
       with self.assertRaisesRegex(ValueError, field):
         train.run_experiment(tiny_config(**{key: value}), workdir)
 

@@ -82,6 +82,19 @@ class RhelMatchesBpttTest(parameterized.TestCase):
     two = rhel_jax.gradient("rhel", params, model, *twice, eps=1e-2)
     chex.assert_trees_all_close(one, two, rtol=1e-9)
 
+  def test_default_eps_follows_dtype_and_mode(self):
+    params, model, inputs, targets, mask = make_problem(steps=20)
+    exact = rhel_jax.ModelConfig(exact_reversible=True)
+    f32 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float32), tree)
+    for p, m, x, y, k, want in ((params, model, inputs, targets, mask, 1e-5),
+                                (f32(params), model, f32(inputs), f32(targets), f32(mask), 1e-3),
+                                (f32(params), exact, f32(inputs), f32(targets), f32(mask), 1e-5)):
+      self.assertEqual(rhel_jax.default_eps(p["W"].dtype, m), want)
+      implicit = rhel_jax.gradient("rhel", p, m, x, y, k)
+      chex.assert_trees_all_equal(implicit, rhel_jax.gradient("rhel", p, m, x, y, k, eps=want))
+      other = rhel_jax.gradient("rhel", p, m, x, y, k, eps=10 * want)
+      self.assertFalse(np.array_equal(implicit[1]["W"], other[1]["W"]))
+
 
 def _trajectory(params, model, inputs_tm, state0):
   """Forward phase with the trajectory stored: states after each step and rho(mid)."""
