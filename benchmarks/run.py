@@ -140,6 +140,15 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
     mem = mems.get((method, steps, n), {})
     peak = f"{mem['peak_mb']:.0f} | {mem['xla_temp_mb']:.1f}" if mem else "- | -"
     lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | " + (f"{ms / base:.2f}" if base else "-") + f" | {peak} |")
+  pairs = [(m, m + "+exact") for m in ("rhel", "rhel_centered")]
+  configs = sorted({(n, steps) for _, steps, n in times})
+  if any((exact, steps, n) in times for _, exact in pairs for n, steps in configs):
+    lines += ["", "Cost of the exact-reversible mode (train step, exact / floating point):", "",
+              "| N | T | " + " | ".join(f"{e} / {m}" for m, e in pairs) + " |", "|---|---|" + "---|" * len(pairs)]
+    for n, steps in configs:
+      lines.append(f"| {n} | {steps} | " + " | ".join(
+          f"{times[e, steps, n] / times[m, steps, n]:.2f}" if (e, steps, n) in times and (m, steps, n) in times
+          else "-" for m, e in pairs) + " |")
   (out / "bench.md").write_text("\n".join(lines) + "\n")
   widths = sorted({n for _, _, n in times})
   fig, axes = plt.subplots(2, len(widths), figsize=(4 * len(widths), 6.5), squeeze=False)
@@ -173,8 +182,15 @@ def main():
   parser.add_argument("--no-memory", action="store_true")
   parser.add_argument("--lengths", help="comma-separated T values (default: 100,400,1000,4000; --quick 100,400)")
   parser.add_argument("--widths", help="comma-separated N values (default: 64,128,256; --quick 64)")
+  parser.add_argument("--report-only", action="store_true",
+                      help="rewrite bench.md and bench.png in --out from its bench.jsonl (no measuring)")
   parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.report_only:
+    if not args.out or not (args.out / "bench.jsonl").is_file():
+      parser.error("--report-only needs --out DIR holding bench.jsonl")
+    write_report([json.loads(line) for line in (args.out / "bench.jsonl").read_text().splitlines() if line], args.out)
+    return
   if args.memory_child:
     method, steps, n = args.memory_child
     print(json.dumps(memory_child(method, int(steps), int(n))))

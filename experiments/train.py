@@ -271,8 +271,9 @@ def _git_revision() -> str:
   try:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                          cwd=pathlib.Path(__file__).parent, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, cwd=pathlib.Path(__file__).parent).stdout.strip()
+    # Result files under docs/ that a measurement rewrites do not make the code dirty.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)docs"],
+                           capture_output=True, text=True, cwd=pathlib.Path(__file__).parent).stdout.strip()
     return rev + ("-dirty" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"

@@ -201,11 +201,12 @@ METHODS: dict[str, tuple[Callable, dict]] = {
     "eprop": (eprop, {}),
 }
 # Default nudge (per-sequence convention above), from `python -m benchmarks.fidelity`
-# (docs/results.md#gradient-fidelity): the eps with the best worst-case cosine to float64 BPTT over
-# Copy-Paste at T = 100..4000, at init and on trained parameters, for both estimators. Larger eps
-# is biased on trained networks at long T; smaller eps drowns in float32 round-off unless the echo
-# is exact, and then 1e-5 (the smallest tested) is best in any precision.
-DEFAULT_EPS = {"float64": 1e-5, "float32": 1e-3}
+# (docs/results.md#gradient-fidelity): per precision, the eps with the best worst-case cosine to
+# float64 BPTT over Copy-Paste (BCE) and a ce_mean classification task, T = 100..4000, at init and
+# trained. In plain float32 no eps is good for both tasks (Copy-Paste wants ~3e-5, the
+# classification ~1e-2: the loss scale sets how far the nudge sits above round-off), and 3e-4 is
+# the compromise; tune it per task, or use the exact mode, where 1e-5 is best for both.
+DEFAULT_EPS = {"float64": 1e-5, "float32": 3e-4}
 DEFAULT_EPS_EXACT = 1e-5
 
 
@@ -245,7 +246,7 @@ def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, tar
     loss: ``'mse'``, ``'bce'``, ``'ce_mean'`` or ``fn(ys (batch, T, n_out), targets, mask)``
       returning a scalar that averages over the batch.
     **options: ``eps`` (rhel, rhel_centered; default :func:`default_eps`: 1e-5 in float64 and
-      in exact mode, 1e-3 in float32) and ``k`` (tbptt window, default 2).
+      in exact mode, 3e-4 in float32) and ``k`` (tbptt window, default 2).
   Returns:
     ``(loss, grads)`` with grads a dict shaped like params.
   Raises:

@@ -87,7 +87,7 @@ class RhelMatchesBpttTest(parameterized.TestCase):
     exact = rhel_jax.ModelConfig(exact_reversible=True)
     f32 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float32), tree)
     for p, m, x, y, k, want in ((params, model, inputs, targets, mask, 1e-5),
-                                (f32(params), model, f32(inputs), f32(targets), f32(mask), 1e-3),
+                                (f32(params), model, f32(inputs), f32(targets), f32(mask), 3e-4),
                                 (f32(params), exact, f32(inputs), f32(targets), f32(mask), 1e-5)):
       self.assertEqual(rhel_jax.default_eps(p["W"].dtype, m), want)
       implicit = rhel_jax.gradient("rhel", p, m, x, y, k)
