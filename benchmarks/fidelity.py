@@ -1,6 +1,6 @@
 """Gradient fidelity study: cosine of rhel / rhel_centered with float64 BPTT versus eps, precision and T.
 
-    python -m benchmarks.fidelity --out docs/results/fidelity          # ~30 min on 2 CPU cores
+    python -m benchmarks.fidelity --out docs/results/fidelity          # ~10 min on 2 CPU cores
     python -m benchmarks.fidelity --quick                               # T in {100, 400}, 3 eps, ~1 min
 
 Two tasks with the two loss shapes of the experiments: ``copy`` (Copy-Paste batches, BCE summed

@@ -68,8 +68,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   # RHEL nudge per sequence (see README). 1e-3 suits these tasks in float32 at T <= 400 (the
   # fidelity study in docs/results.md); None means rhel_jax.default_eps for the dtype and mode.
   # With model.exact_reversible=True, 1e-5 is better.
-  c.method.eps = config_dict.placeholder(float)
-  c.method.eps = 1e-3
+  c.method.eps = config_dict.FieldReference(1e-3, field_type=float)  # a float that may be set to None
   # Truncated BPTT window (the paper's 2 steps).
   c.method.tbptt_k = 2
 
