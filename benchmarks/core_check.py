@@ -19,6 +19,20 @@ import subprocess
 import sys
 
 
+def flatten(grads):
+  """All parameter gradients as one float64 vector, in ``PARAM_NAMES`` order."""
+  import numpy as np
+  from rhel_jax.model import PARAM_NAMES
+  return np.concatenate([np.ravel(grads[k]) for k in PARAM_NAMES]).astype(np.float64)
+
+
+def agreement(g, ref) -> dict[str, float]:
+  """Cosine and relative error of the vector ``g`` against ``ref``."""
+  import numpy as np
+  return {"cos": float(g @ ref / np.linalg.norm(g) / np.linalg.norm(ref)),
+          "relerr": float(np.linalg.norm(g - ref) / np.linalg.norm(ref))}
+
+
 def _fidelity():
   import jax
   jax.config.update("jax_enable_x64", True)
@@ -47,30 +61,26 @@ def _fidelity():
 
 def _eps_sweep():
   """Cosine of rhel / rhel_centered with float64 BPTT versus eps, in float32 and float64, on a
-  Copy-Paste batch at initialisation (the data behind DEFAULT_EPS['float32'])."""
+  Copy-Paste batch at initialisation (the data behind the configs' eps = 1e-3)."""
   import jax
   jax.config.update("jax_enable_x64", True)
   import jax.numpy as jnp
-  import numpy as np
   import rhel_jax
   from rhel_jax.copy_task import CopyTask
 
-  flat = lambda g: np.concatenate([np.ravel(g[k]) for k in rhel_jax.PARAM_NAMES]).astype(np.float64)
   for steps, scale in ((100, 1.0), (400, 0.3)):
     model = rhel_jax.ModelConfig(dt=0.5)
     inputs, targets, mask = CopyTask(seq_len=steps).sample(jax.random.key(1), 64, jnp.float64)
     p64 = rhel_jax.init_params(jax.random.key(0), 4, 64, 3, dtype=jnp.float64, w_scale=scale, in_scale=scale)
-    ref = flat(rhel_jax.gradient("bptt", p64, model, inputs, targets, mask, loss="bce")[1])
+    ref = flatten(rhel_jax.gradient("bptt", p64, model, inputs, targets, mask, loss="bce")[1])
     for dtype in (jnp.float32, jnp.float64):
       params = jax.tree.map(lambda a: a.astype(dtype), p64)
       for method in ("rhel", "rhel_centered"):
         for eps in (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5):
-          g = flat(rhel_jax.gradient(method, params, model, inputs.astype(dtype), targets.astype(dtype), mask,
+          g = flatten(rhel_jax.gradient(method, params, model, inputs.astype(dtype), targets.astype(dtype), mask,
                                      loss="bce", eps=eps)[1])
           print(json.dumps({"part": "eps", "T": steps, "init_scale": scale, "dtype": jnp.dtype(dtype).name,
-                            "method": method, "eps": eps,
-                            "cos": float(g @ ref / np.linalg.norm(g) / np.linalg.norm(ref)),
-                            "relerr": float(np.linalg.norm(g - ref) / np.linalg.norm(ref))}), flush=True)
+                            "method": method, "eps": eps, **agreement(g, ref)}), flush=True)
 
 
 def _exact_sweep():
@@ -84,7 +94,6 @@ def _exact_sweep():
   import numpy as np
   import rhel_jax
 
-  flat = lambda g: np.concatenate([np.ravel(g[k]) for k in rhel_jax.PARAM_NAMES]).astype(np.float64)
   rows = []
   float_model = rhel_jax.ModelConfig(dt=0.2)
   modes = (("float64", jnp.float64, float_model), ("float32", jnp.float32, float_model),
@@ -97,7 +106,7 @@ def _exact_sweep():
       inputs = scale * jax.random.normal(k_x, (8, steps, 4), jnp.float64)
       targets = jax.random.normal(k_y, (8, steps, 3), jnp.float64)
       mask = jnp.zeros((8, steps)).at[:, -200:].set(1.0)
-      ref = flat(rhel_jax.gradient("bptt", p64, float_model, inputs, targets, mask)[1])
+      ref = flatten(rhel_jax.gradient("bptt", p64, float_model, inputs, targets, mask)[1])
       ref_norm = float(np.linalg.norm(ref))
       for mode, dtype, model in modes:
         params = jax.tree.map(lambda a: a.astype(dtype), p64)
@@ -106,10 +115,9 @@ def _exact_sweep():
             row = {"part": "exact", "coupling": coupling, "T": steps, "mode": mode, "method": method, "eps": eps,
                    "bptt_norm": ref_norm}
             try:
-              g = flat(rhel_jax.gradient(method, params, model, inputs.astype(dtype), targets.astype(dtype),
-                                         mask.astype(dtype), eps=eps)[1])
-              row["relerr"] = float(np.linalg.norm(g - ref) / np.linalg.norm(ref))
-              row["cos"] = float(g @ ref / np.linalg.norm(g) / np.linalg.norm(ref))
+              g = flatten(rhel_jax.gradient(method, params, model, inputs.astype(dtype), targets.astype(dtype),
+                                            mask.astype(dtype), eps=eps)[1])
+              row.update(agreement(g, ref))
             except ValueError as e:  # a reported overflow or non-finite result
               row["error"] = str(e)[:200]
             print(json.dumps(row), flush=True)

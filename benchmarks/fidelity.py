@@ -117,16 +117,15 @@ def measure(params_sets: dict, lengths, eps_values, log=print) -> list[dict]:
   import dataclasses
   import jax
   import jax.numpy as jnp
-  import numpy as np
   import rhel_jax
+  from benchmarks.core_check import agreement, flatten
 
-  flat = lambda g: np.concatenate([np.ravel(g[k]) for k in rhel_jax.PARAM_NAMES]).astype(np.float64)
   model = rhel_jax.ModelConfig(dt=0.5)
   rows = []
   for (task, name), p64 in params_sets.items():
     for steps in lengths:
       x, y, m, loss = sample(task, jax.random.key(1), BATCH, steps)
-      ref = flat(rhel_jax.gradient("bptt", p64, model, x, y, m, loss=loss)[1])
+      ref = flatten(rhel_jax.gradient("bptt", p64, model, x, y, m, loss=loss)[1])
       for mode in MODES:
         dtype = jnp.float64 if mode == "float64" else jnp.float32
         mode_model = dataclasses.replace(model, exact_reversible=mode.endswith("+exact"))
@@ -135,11 +134,10 @@ def measure(params_sets: dict, lengths, eps_values, log=print) -> list[dict]:
           for eps in eps_values:
             row = {"task": task, "params": name, "T": steps, "mode": mode, "method": method, "eps": eps}
             try:
-              g = flat(rhel_jax.gradient(method, params, mode_model, x.astype(dtype),
-                                         y if loss == "ce_mean" else y.astype(dtype), m.astype(dtype),
-                                         loss=loss, eps=eps)[1])
-              row["cos"] = float(g @ ref / np.linalg.norm(g) / np.linalg.norm(ref))
-              row["relerr"] = float(np.linalg.norm(g - ref) / np.linalg.norm(ref))
+              g = flatten(rhel_jax.gradient(method, params, mode_model, x.astype(dtype),
+                                            y if loss == "ce_mean" else y.astype(dtype), m.astype(dtype),
+                                            loss=loss, eps=eps)[1])
+              row.update(agreement(g, ref))
             except ValueError as e:  # a non-finite estimate or a grid overflow, reported by gradient()
               row["error"] = str(e)[:200]
             rows.append(row)
@@ -198,10 +196,11 @@ def write_report(rows: list[dict], out: pathlib.Path, header: list[str]) -> None
   for mode in MODES:
     failing = failing_settings(rows, mode)
     left_out = ", ".join(f"{t} {p} T={T}" for t, p, T in failing) or "none"
+    failing = set(failing)
     for task in ("copy", "classify", None):
       rec = recommended_eps(rows, task).get(mode)
       sel = [r for r in rows if r["mode"] == mode and (task is None or r["task"] == task)
-             and (r["task"], r["params"], r["T"]) not in set(failing)]
+             and (r["task"], r["params"], r["T"]) not in failing]
       at_default = [r.get("cos", -1.0) for r in sel if math.isclose(r["eps"], defaults[mode])]
       lines.append(f"| {mode} | {left_out if task is None else ''} | {task or 'both'} | "
                    + (f"{rec[0]:g} | {1 - rec[1]:.1e}" if rec else "- | -") + f" | {defaults[mode]:g} | "

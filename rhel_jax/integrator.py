@@ -82,7 +82,7 @@ def _grid_step(params: Params, model: ModelConfig, state: State, u: Array):
   # Increments in grid units: (h/2) * pi needs no rescaling, the kick is h * dV/dphi / scale.
   drift_1 = jnp.rint((h / 2) * state.pi.astype(dtype))
   mid = state.phi + drift_1.astype(jnp.int32)
-  mid_f = mid.astype(dtype) * scale
+  mid_f = from_grid(mid, model, dtype)
   r, rp = rho(mid_f), rho_prime(mid_f)
   drive = recurrent_drive(params, model, r, u)
   kick = jnp.rint((h / scale) * (model.alpha * mid_f + rp * drive))

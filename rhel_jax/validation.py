@@ -23,11 +23,11 @@ def concrete(x) -> Optional[np.ndarray]:
   return np.asarray(x)
 
 
-def _check_finite(name: str, x) -> None:
+def _check_finite(name: str, x, hint: str = "") -> None:
   value = concrete(x)
   if value is not None and not np.all(np.isfinite(value)):
     bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
-    raise ValueError(f"{name}: contains {bad} non-finite value(s) (nan or inf)")
+    raise ValueError(f"{name}: contains {bad} non-finite value(s) (nan or inf)" + (f"; {hint}" if hint else ""))
 
 
 def check_method(method, methods: Mapping) -> None:
@@ -138,6 +138,4 @@ def check_finite_result(result, method: str, model: Optional[ModelConfig] = None
   if not np.isfinite(value):
     raise ValueError(f"loss: non-finite value {float(value)} from method {method!r}; {hint}")
   for key, leaf in grads.items():
-    value = concrete(leaf)
-    if not np.all(np.isfinite(value)):
-      raise ValueError(f"grads['{key}']: non-finite values from method {method!r}; {hint}")
+    _check_finite(f"grads['{key}'] from method {method!r}", leaf, hint)
