@@ -7,7 +7,6 @@ carry extra leading axes (the centered estimator stacks its +eps and -eps echoes
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -58,7 +57,7 @@ def leapfrog_step(params: Params, model: ModelConfig, state: State, u: Array) ->
 # Each increment is rounded with rint, which is odd (rint(-x) = -rint(x)), so flipping Pi undoes
 # every addition exactly; the force depends on the (integer) midpoint alone, so it is recomputed
 # bit for bit on the way back.
-_GRID_LIMIT = 2.0 ** 30  # |state| and |increment| bounds: sums stay inside int32
+_GRID_LIMIT = 2 ** 30  # |Phi|, |Pi|, |kick| bound: every sum of two stays inside int32
 
 
 def grid_scale(model: ModelConfig) -> float:
@@ -75,59 +74,68 @@ def from_grid(x: Array, model: ModelConfig, dtype) -> Array:
   return x.astype(dtype) * grid_scale(model)
 
 
-def _grid_step(params: Params, model: ModelConfig, state: State, u: Array):
-  """The grid step, also returning the midpoint's ``(mid, rho(mid), rho'(mid), drive)`` as floats."""
-  h, dtype, scale = model.dt, params["W"].dtype, grid_scale(model)
-  rho, rho_prime = model.activation()
-  # Increments in grid units: (h/2) * pi needs no rescaling, the kick is h * dV/dphi / scale.
-  drift_1 = jnp.rint((h / 2) * state.pi.astype(dtype))
-  mid = state.phi + drift_1.astype(jnp.int32)
-  mid_f = from_grid(mid, model, dtype)
-  r, rp = rho(mid_f), rho_prime(mid_f)
-  drive = recurrent_drive(params, model, r, u)
-  kick = jnp.rint((h / scale) * (model.alpha * mid_f + rp * drive))
-  pi = state.pi - kick.astype(jnp.int32)
-  drift_2 = jnp.rint((h / 2) * pi.astype(dtype))
-  phi = mid + drift_2.astype(jnp.int32)
-  # Every increment and every new value below 2**30 keeps all int32 sums exact (inputs are < 2**30
-  # from the step before); one fused reduction checks them all (NaN counts as overflow).
-  largest = jnp.max(functools.reduce(jnp.maximum, (
-      jnp.abs(drift_1), jnp.abs(kick), jnp.abs(drift_2), jnp.abs(mid_f) / scale,
-      jnp.abs(pi.astype(dtype)), jnp.abs(phi.astype(dtype)))))
-  overflow = ~(largest < _GRID_LIMIT)
-  return State(phi, pi), overflow, (mid_f, r, rp, drive)
-
-
 def grid_leapfrog_step(params: Params, model: ModelConfig, state: State, u: Array
                        ) -> tuple[State, Array, Array]:
   """:func:`leapfrog_step` on the integer grid: ``(new_state, rho(mid), overflow)``.
 
   Bit-reversible: from ``(Phi', -Pi')`` with the same ``u`` it returns exactly ``(Phi, -Pi)``.
   """
-  state, overflow, (_, r, _, _) = _grid_step(params, model, state, u)
+  state, r, overflow, _, _ = twin_step(params, model, state, None, u)
   return state, r, overflow
 
 
-def deviation_step(params: Params, model: ModelConfig, dev: State, mid: Array, rp: Array, drive: Array
-                   ) -> tuple[State, Array]:
-  """Advances deviations ``dev = (dphi, dpi)`` (S, B, N) from a reference step by one leapfrog step.
+def twin_step(params: Params, model: ModelConfig, twin: State, dev: Optional[State], u: Array):
+  """One grid step of the twin and, riding on it, one floating-point step of its deviations.
 
-  The reference step (one trajectory, (B, N)) had midpoint ``mid``, ``rho'(mid) = rp`` and
-  ``recurrent_drive = drive``. The deviated trajectory is reference + dev; its force differs by
+  The twin (int32, (B, N)) takes :func:`grid_leapfrog_step`. Each deviated trajectory
+  twin + ``dev[s]`` takes a leapfrog step whose force differs from the twin's by
 
       dV'(mid + dm) - dV'(mid) = alpha dm + d(rho') (drive + d(drive)) + rho'(mid) d(drive),
       d(drive) = Ws d(rho) / beta,
 
   with ``d(rho)``, ``d(rho')`` from :meth:`ModelConfig.activation_difference`, so every term keeps
-  full relative precision however small dev is (no difference of two O(1) numbers).
-  Returns ``(new dev, d(rho) at the midpoint (S, B, N))``.
+  full relative precision however small the deviation is (no difference of two O(1) numbers);
+  the twin's rounding is shared, so it cancels from the deviations. The twin's ``Ws rho`` stays a
+  matmul of its own, the same code and shapes as in the forward phase, so that the backend has no
+  reason to sum it in another order (one matmul with the deviations' would be ~10 % faster at
+  N = 256, but a different shape may get a different kernel, and the retrace would no longer be
+  exact).
+
+  Args:
+    twin: int32 grid state, each (B, N).
+    dev: deviations ``(dphi, dpi)``, each (S, B, N) floating point, or None (twin only).
+    u: (B, n_in).
+  Returns:
+    ``(new twin, rho(mid) (B, N), overflow (), new dev or None, d(rho) at the midpoint (S, B, N)
+    or None)``. ``overflow`` is True when a value left the int32-safe range (then the new twin is
+    meaningless) or the force was NaN.
   """
-  h = model.dt
+  h, dtype = model.dt, params["W"].dtype
+  rho, rho_prime = model.activation()
+  # Increments in grid units: (h/2) * Pi needs no rescaling, the kick is h * dV/dphi / scale.
+  drift = lambda pi: jnp.rint((h / 2) * pi.astype(dtype)).astype(jnp.int32)
+  mid = twin.phi + drift(twin.pi)
+  mid_f = from_grid(mid, model, dtype)
+  r, rp = rho(mid_f), rho_prime(mid_f)
+  drive = recurrent_drive(params, model, r, u)
+  kick = jnp.rint((h / grid_scale(model)) * (model.alpha * mid_f + rp * drive))
+  # A kick clipped to the limit (NaN counts as past it) leaves |Pi - Pi'| at the limit, so it is
+  # caught below with no float copy of the kick kept for the check.
+  kick = jnp.clip(jnp.nan_to_num(kick, nan=_GRID_LIMIT), 1 - _GRID_LIMIT, _GRID_LIMIT - 1)
+  pi = twin.pi - kick.astype(jnp.int32)
+  phi = mid + drift(pi)
+  # With |Phi|, |mid| < 2**30 and (h/2) |Pi| <= 2**30 every int32 sum is exact. One reduction
+  # over the values the step keeps anyway checks it all.
+  pi_limit = int(_GRID_LIMIT / max(1.0, h / 2))
+  overflow = jnp.any((jnp.abs(mid) >= _GRID_LIMIT) | (jnp.abs(phi) >= _GRID_LIMIT)
+                     | (jnp.abs(pi) >= pi_limit) | (jnp.abs(pi - twin.pi) >= _GRID_LIMIT - 1))
+  if dev is None:
+    return State(phi, pi), r, overflow, None, None
   dmid = dev.phi + (h / 2) * dev.pi
-  dr, drp = model.activation_difference()(mid, dmid)
+  dr, drp = model.activation_difference()(mid_f, dmid)
   ddrive = dr @ symmetric(params["W"]) / model.beta
   dpi = dev.pi - h * (model.alpha * dmid + drp * (drive + ddrive) + rp * ddrive)
-  return State(dmid + (h / 2) * dpi, dpi), dr
+  return State(phi, pi), r, overflow, State(dmid + (h / 2) * dpi, dpi), dr
 
 
 def hebbian_terms(r_left: Array, r_right: Array, u: Array) -> dict[str, Array]:
@@ -215,7 +223,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
   Floating-point mode accumulates each echo's own Hebbian terms (``contrast_terms`` with
   ``base = None``). Exact mode also runs an un-nudged twin echo on the integer grid, which
   retraces the forward phase bit for bit, and carries the S nudged echoes as floating-point
-  deviations from the twin (:func:`deviation_step`); it then accumulates the contrast *echo minus
+  deviations from the twin (:func:`twin_step`); it then accumulates the contrast *echo minus
   forward* directly, to the relative precision of the deviations.
 
   Args:
@@ -256,8 +264,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
     phi = from_grid(twin.phi, model, dtype)
     impulse = scale * (rho_prime(phi + dev.phi) * (dy @ params["W_out"]))
     out = _readout_sums(out, dy, rho(phi))
-    twin, over, (mid, r, rp, drive) = _grid_step(params, model, twin, u)
-    dev, dr = deviation_step(params, model, State(dev.phi, dev.pi - impulse), mid, rp, drive)
+    twin, r, over, dev, dr = twin_step(params, model, twin, State(dev.phi, dev.pi - impulse), u)
     sums = _compensated_add(sums, contrast_terms(r, dr, weights, u))
     return ((twin, dev, overflow | over), sums, out), None
 

@@ -78,7 +78,8 @@ class ModelConfig:
       echoes are carried as floating-point deviations from it. BPTT, tBPTT and e-prop always
       differentiate the floating-point map.
     grid_bits: grid resolution ``2**-grid_bits`` for phi and pi in exact mode. The state must
-      stay below ``2**(30 - grid_bits)`` in magnitude (an overflow is reported, never wrapped).
+      stay below ``2**(30 - grid_bits)`` in magnitude (for ``dt > 2`` also ``dt/2 |pi|``); an
+      overflow is reported, never wrapped.
       The nudges live in the floating-point deviations, so the grid puts no floor under eps.
   """
   alpha: float = 1.0

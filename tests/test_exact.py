@@ -7,8 +7,8 @@ from jax import lax
 
 import rhel_jax
 from absl.testing import parameterized
-from rhel_jax.integrator import State, deviation_step, echo_phase, forward_phase, grid_leapfrog_step, leapfrog_step, to_grid
-from rhel_jax.model import recurrent_drive
+from rhel_jax.integrator import (State, echo_phase, forward_phase, from_grid, grid_leapfrog_step, leapfrog_step,
+                                 to_grid, twin_step)
 from tests.helpers import make_problem, rel_error
 
 
@@ -92,20 +92,46 @@ class DeviationTest(parameterized.TestCase):
     np.testing.assert_allclose(got_r, jnp.sin(x + d) - jnp.sin(x), rtol=1e-12)
     np.testing.assert_allclose(got_rp, jnp.cos(x + d) - jnp.cos(x), rtol=1e-12)
 
-  def test_deviation_step_is_the_difference_of_two_leapfrog_steps(self):
-    params, model, inputs, _, _ = make_problem(n_hidden=16, batch=3)
+  def test_twin_step_deviations_are_the_difference_of_two_leapfrog_steps(self):
+    params, _, inputs, _, _ = make_problem(n_hidden=16, batch=3)  # float64
+    model = rhel_jax.ModelConfig(dt=0.5, exact_reversible=True)
     keys = jax.random.split(jax.random.key(3), 4)
-    ref = State(jax.random.normal(keys[0], (3, 16)), jax.random.normal(keys[1], (3, 16)))
+    # Pi a multiple of 4 makes the grid's half drift (h/2 = 1/4) exact, so the grid midpoint is the
+    # float leapfrog's midpoint and only the rounding of the twin's kick differs, which the
+    # deviations do not see.
+    phi = to_grid(jax.random.normal(keys[0], (3, 16)), model)[0]
+    pi = 4 * to_grid(jax.random.normal(keys[1], (3, 16)) / 4, model)[0]
     dev = State(0.2 * jax.random.normal(keys[2], (2, 3, 16)), 0.2 * jax.random.normal(keys[3], (2, 3, 16)))
     u = inputs[:, 0]
-    rho, rho_prime = model.activation()
-    mid = ref.phi + model.dt / 2 * ref.pi
+    new_twin, r, overflow, new_dev, dr = twin_step(params, model, State(phi, pi), dev, u)
+    self.assertFalse(bool(overflow))
+    alone = grid_leapfrog_step(params, model, State(phi, pi), u)  # deviations leave the twin alone
+    np.testing.assert_array_equal(new_twin.phi, alone[0].phi)
+    np.testing.assert_array_equal(new_twin.pi, alone[0].pi)
+    np.testing.assert_array_equal(r, alone[1])
+    ref = State(from_grid(phi, model, jnp.float64), from_grid(pi, model, jnp.float64))
     new_ref, r_ref = leapfrog_step(params, model, ref, u)
-    new_dev, dr = deviation_step(params, model, dev, mid, rho_prime(mid), recurrent_drive(params, model, rho(mid), u))
     new_full, r_full = leapfrog_step(params, model, State(ref.phi + dev.phi, ref.pi + dev.pi), u)
+    np.testing.assert_allclose(r, r_ref, rtol=1e-14)
     np.testing.assert_allclose(new_dev.phi, new_full.phi - new_ref.phi, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(new_dev.pi, new_full.pi - new_ref.pi, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dr, r_full - r_ref, rtol=1e-10, atol=1e-12)
+
+
+  def test_grid_step_reports_each_way_out_of_the_int32_range(self):
+    params, _, inputs, _, _ = make_problem(n_hidden=8, batch=2, dtype=jnp.float32)
+    model = rhel_jax.ModelConfig(dt=0.2, exact_reversible=True, grid_bits=26)
+    zero = jnp.zeros((2, 8), jnp.int32)
+    step = lambda p, phi, pi: bool(grid_leapfrog_step(p, model, State(phi, pi), inputs[:, 0])[2])
+    self.assertFalse(step(params, zero, zero))
+    # A kick of h * 100 / 2**-26 = 1.3e9 grid units passes the limit 2**30; of h * 1e4, int32 itself.
+    for bias in (100.0, 1e4):
+      self.assertTrue(step({**params, "b": params["b"] + bias}, zero, zero), bias)
+    self.assertTrue(step({**params, "W": params["W"] * jnp.nan}, zero, zero))  # NaN force
+    near, out = jnp.full((2, 8), 2 ** 30 - 100, jnp.int32), jnp.full((2, 8), 1000, jnp.int32)
+    self.assertTrue(step(params, near, out))  # the midpoint drifts past 2**30
+    self.assertTrue(step({**params, "b": params["b"] - 10.0}, zero, near))  # the kick pushes pi past it
+    self.assertFalse(step(params, near, zero))  # the force pulls phi back inside: no false alarm
 
 
 class ExactGradientTest(absltest.TestCase):
