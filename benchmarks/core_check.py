@@ -131,10 +131,11 @@ def write_exact_report(rows: list[dict], out) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from experiments import checkpoints
   from experiments.train import _git_revision
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "exact.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  checkpoints.write_jsonl(out / "exact.jsonl", rows)
   err = {(r["coupling"], r["T"], r["mode"], r["method"], r["eps"]): r.get("relerr", float("nan")) for r in rows}
   modes = list(dict.fromkeys(r["mode"] for r in rows))
   couplings = list(dict.fromkeys(r["coupling"] for r in rows))
@@ -164,7 +165,7 @@ def write_exact_report(rows: list[dict], out) -> None:
   norms = {(r["coupling"], r["T"]): r["bptt_norm"] for r in rows}
   lines += ["", "Norm of the float64 BPTT gradient: " + ", ".join(
       f"{c} T={t}: {v:.2e}" for (c, t), v in sorted(norms.items()))]
-  (out / "exact.md").write_text("\n".join(lines) + "\n")
+  checkpoints.atomic_write_text(out / "exact.md", "\n".join(lines) + "\n")
   fig, axes = plt.subplots(2 * len(couplings), len(lengths), figsize=(3.3 * len(lengths), 2.6 * 2 * len(couplings)),
                            squeeze=False, sharex=True)
   for i, (coupling, method) in enumerate((c, m) for c in couplings for m in ("rhel", "rhel_centered")):
@@ -181,7 +182,7 @@ def write_exact_report(rows: list[dict], out) -> None:
         ax.set_xlabel("eps")
   axes[0, 0].legend(fontsize=6)
   fig.tight_layout()
-  fig.savefig(out / "exact.png", dpi=80)
+  checkpoints.atomic_savefig(fig, out / "exact.png", dpi=80)
   plt.close(fig)
 
 

@@ -178,8 +178,9 @@ def write_report(rows: list[dict], out: pathlib.Path, header: list[str]) -> None
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import rhel_jax
+  from experiments import checkpoints
   out.mkdir(parents=True, exist_ok=True)
-  (out / "fidelity.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  checkpoints.write_jsonl(out / "fidelity.jsonl", rows)
   sets = list(dict.fromkeys((r["task"], r["params"]) for r in rows))
   lengths = sorted({r["T"] for r in rows})
   ok = [r for r in rows if "cos" in r]
@@ -219,7 +220,7 @@ def write_report(rows: list[dict], out: pathlib.Path, header: list[str]) -> None
           at_default = [r["cos"] for r in sel if math.isclose(r["eps"], defaults[mode])]
           lines.append(f"| {task} | {name} | {steps} | {mode} | {method} | {best['eps']:g} | {1 - best['cos']:.1e} | "
                        + (f"{1 - at_default[0]:.1e}" if at_default else "-") + " |")
-  (out / "fidelity.md").write_text("\n".join(lines) + "\n")
+  checkpoints.atomic_write_text(out / "fidelity.md", "\n".join(lines) + "\n")
   fig, axes = plt.subplots(len(sets), len(lengths), figsize=(3.2 * len(lengths), 2.8 * len(sets)),
                            squeeze=False, sharey=True)
   styles = {"float64": "-", "float32": "--", "float32+exact": ":"}
@@ -242,7 +243,7 @@ def write_report(rows: list[dict], out: pathlib.Path, header: list[str]) -> None
         ax.set_ylabel("1 - cos with BPTT (f64)")
   axes[0, 0].legend(fontsize=6)
   fig.tight_layout()
-  fig.savefig(out / "fidelity.png", dpi=80)
+  checkpoints.atomic_savefig(fig, out / "fidelity.png", dpi=80)
   plt.close(fig)
 
 

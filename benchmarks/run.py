@@ -130,11 +130,14 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  from experiments import checkpoints
+  checkpoints.write_jsonl(out / "bench.jsonl", rows)
   times = {(r["method"], r["T"], r["N"]): r["step_ms"] for r in rows}
   mems = {(r["method"], r["T"], r["N"]): r for r in rows if r["peak_mb"] is not None}
-  lines = ["| method | T | N | step (ms) | ratio to bptt | peak RSS (MB) | XLA temp (MB) |", "|---|---|---|---|---|---|---|"]
+  revisions = sorted({r.get("revision", "not recorded") for r in rows})
+  commands = sorted({r["command"] for r in rows if "command" in r})
+  lines = [f"Command: `{c}`" for c in commands] + [f"Git revision: `{', '.join(revisions)}`", "",
+           "| method | T | N | step (ms) | ratio to bptt | peak RSS (MB) | XLA temp (MB) |", "|---|---|---|---|---|---|---|"]
   for (method, steps, n), ms in sorted(times.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
     base = times.get(("bptt", steps, n))
     mem = mems.get((method, steps, n), {})
@@ -149,7 +152,7 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
       lines.append(f"| {n} | {steps} | " + " | ".join(
           f"{times[e, steps, n] / times[m, steps, n]:.2f}" if (e, steps, n) in times and (m, steps, n) in times
           else "-" for m, e in pairs) + " |")
-  (out / "bench.md").write_text("\n".join(lines) + "\n")
+  checkpoints.atomic_write_text(out / "bench.md", "\n".join(lines) + "\n")
   widths = sorted({n for _, _, n in times})
   fig, axes = plt.subplots(2, len(widths), figsize=(4 * len(widths), 6.5), squeeze=False)
   for col, n in enumerate(widths):
@@ -168,7 +171,7 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
       ax.grid(alpha=0.3, which="both")
     axes[0, col].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(out / "bench.png", dpi=100)
+  checkpoints.atomic_savefig(fig, out / "bench.png", dpi=100)
   plt.close(fig)
 
 
@@ -204,6 +207,8 @@ def main():
     lengths = tuple(int(v) for v in args.lengths.split(","))
   if args.widths:
     widths = tuple(int(v) for v in args.widths.split(","))
+  from experiments.train import _git_revision
+  stamp = {"revision": _git_revision(), "command": " ".join(["python -m benchmarks.run"] + sys.argv[1:])}
   rows = []
   for n in widths:
     for steps in lengths:
@@ -214,7 +219,7 @@ def main():
       memory = {method: measure_memory(method, steps, n) for method in measured}
       for row in timed:  # one line per measurement: time, and peak memory where it was taken
         mem = memory.get(row["method"], {})
-        row = {**row, "peak_mb": mem.get("peak_mb"), "xla_temp_mb": mem.get("xla_temp_mb")}
+        row = {**row, "peak_mb": mem.get("peak_mb"), "xla_temp_mb": mem.get("xla_temp_mb"), **stamp}
         rows.append(row)
         print(json.dumps(row), flush=True)
   if args.out:

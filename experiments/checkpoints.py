@@ -34,6 +34,14 @@ def atomic_write_text(path: pathlib.Path, text: str) -> None:
   atomic_write_bytes(path, text.encode())
 
 
+def atomic_savefig(fig, path: pathlib.Path, **kwargs) -> None:
+  """``fig.savefig`` to a whole file or none (format from the suffix, as matplotlib does)."""
+  import io
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format=pathlib.Path(path).suffix.lstrip(".") or "png", **kwargs)
+  atomic_write_bytes(path, buffer.getvalue())
+
+
 def write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
   atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 

@@ -120,8 +120,7 @@ def figure1(runs: list[dict], path: pathlib.Path) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
   fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
+  checkpoints.atomic_savefig(fig, path, dpi=110)
   plt.close(fig)
 
 

@@ -301,7 +301,7 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
   head = "| method | " + " | ".join(k.removeprefix("test_") + (" (%)" if pct(k) else "") for k in metric_cols) + \
       " | seeds | diverged |"
   lines = [f"# Results: {config.name}", "",
-           f"Mean ± std over seeds of the final test metrics (per-seed values in `<method>/final.json`).",
+           "Mean ± std over seeds of the final test metrics (per-seed values in `<method>/final.json`).",
            "", f"- command: `{command}`", f"- git revision: `{revision}`",
            f"- task: {config.task.name}, T={task.seq_len}, N={config.model.num_hidden}, "
            f"{config.num_epochs} epochs x {task.steps_per_epoch} steps, batch {config.batch_size}, "

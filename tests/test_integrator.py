@@ -1,10 +1,8 @@
 """The leapfrog step: exact reversibility, energy conservation, force = -grad V."""
-import itertools
 
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl.testing import absltest, parameterized
 from jax import lax
 
