@@ -79,6 +79,7 @@ def grid_leapfrog_step(params: Params, model: ModelConfig, state: State, u: Arra
   """:func:`leapfrog_step` on the integer grid: ``(new_state, rho(mid), overflow)``.
 
   Bit-reversible: from ``(Phi', -Pi')`` with the same ``u`` it returns exactly ``(Phi, -Pi)``.
+  ``overflow`` (B, N) marks where the step left the int32-safe range (see :func:`twin_step`).
   """
   state, r, overflow, _, _ = twin_step(params, model, state, None, u)
   return state, r, overflow
@@ -106,9 +107,10 @@ def twin_step(params: Params, model: ModelConfig, twin: State, dev: Optional[Sta
     dev: deviations ``(dphi, dpi)``, each (S, B, N) floating point, or None (twin only).
     u: (B, n_in).
   Returns:
-    ``(new twin, rho(mid) (B, N), overflow (), new dev or None, d(rho) at the midpoint (S, B, N)
-    or None)``. ``overflow`` is True when a value left the int32-safe range (then the new twin is
-    meaningless) or the force was NaN.
+    ``(new twin, rho(mid) (B, N), overflow (B, N), new dev or None, d(rho) at the midpoint
+    (S, B, N) or None)``. ``overflow`` marks where a value left the int32-safe range (then the new
+    twin is meaningless) or the force was NaN. It is elementwise so that a scan can OR it into its
+    carry within the step's own fusion and reduce it once at the end.
   """
   h, dtype = model.dt, params["W"].dtype
   rho, rho_prime = model.activation()
@@ -124,11 +126,11 @@ def twin_step(params: Params, model: ModelConfig, twin: State, dev: Optional[Sta
   kick = jnp.clip(jnp.nan_to_num(kick, nan=_GRID_LIMIT), 1 - _GRID_LIMIT, _GRID_LIMIT - 1)
   pi = twin.pi - kick.astype(jnp.int32)
   phi = mid + drift(pi)
-  # With |Phi|, |mid| < 2**30 and (h/2) |Pi| <= 2**30 every int32 sum is exact. One reduction
-  # over the values the step keeps anyway checks it all.
+  # With |Phi|, |mid| < 2**30 and (h/2) |Pi| <= 2**30 every int32 sum is exact; the check reads
+  # only values the step keeps anyway.
   pi_limit = int(_GRID_LIMIT / max(1.0, h / 2))
-  overflow = jnp.any((jnp.abs(mid) >= _GRID_LIMIT) | (jnp.abs(phi) >= _GRID_LIMIT)
-                     | (jnp.abs(pi) >= pi_limit) | (jnp.abs(pi - twin.pi) >= _GRID_LIMIT - 1))
+  overflow = ((jnp.abs(mid) >= _GRID_LIMIT) | (jnp.abs(phi) >= _GRID_LIMIT)
+              | (jnp.abs(pi) >= pi_limit) | (jnp.abs(pi - twin.pi) >= _GRID_LIMIT - 1))
   if dev is None:
     return State(phi, pi), r, overflow, None, None
   dmid = dev.phi + (h / 2) * dev.pi
@@ -186,10 +188,11 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
 
   sums0 = _zero_sums(params) if accumulate_hebbian else None
   state0 = zero_state(batch, n, jnp.int32 if exact else dtype)
-  (state, sums, overflow), ys = lax.scan(_step, (state0, sums0, jnp.array(False)), inputs_tm)
+  overflow0 = jnp.zeros((batch, n), bool) if exact else jnp.array(False)
+  (state, sums, overflow), ys = lax.scan(_step, (state0, sums0, overflow0), inputs_tm)
   sums = _compensated_total(sums) if accumulate_hebbian else None
   if exact:
-    ys = jnp.where(overflow, jnp.nan, ys)
+    ys = jnp.where(jnp.any(overflow), jnp.nan, ys)
   return state, ys, sums
 
 
@@ -271,7 +274,8 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
   sums0 = _zero_sums(params)
   if exact:
     zeros = jnp.zeros((n_echo,) + final_state.phi.shape, dtype)
-    carry0 = ((State(final_state.phi, -final_state.pi), State(zeros, zeros), jnp.array(False)), sums0, out0)
+    carry0 = ((State(final_state.phi, -final_state.pi), State(zeros, zeros), jnp.zeros(final_state.phi.shape, bool)),
+              sums0, out0)
     ((twin, dev, overflow), sums, out), _ = lax.scan(_exact_step, carry0, (inputs_tm, dl_dy_tm), reverse=True)
     state = State(from_grid(twin.phi, model, dtype) + dev.phi, from_grid(twin.pi, model, dtype) + dev.pi)
   else:
@@ -280,7 +284,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
   sums = _compensated_total(sums)
   sums = {**sums, "W": symmetric(sums["W"])}
   if exact:
-    sums = jax.tree.map(lambda x: jnp.where(overflow, jnp.nan, x), sums)
+    sums = jax.tree.map(lambda x: jnp.where(jnp.any(overflow), jnp.nan, x), sums)
   return state, sums, out
 
 
