@@ -98,9 +98,9 @@ def twin_step(params: Params, model: ModelConfig, twin: State, dev: Optional[Sta
   full relative precision however small the deviation is (no difference of two O(1) numbers);
   the twin's rounding is shared, so it cancels from the deviations. The twin's ``Ws rho`` stays a
   matmul of its own, the same code and shapes as in the forward phase, so that the backend has no
-  reason to sum it in another order (one matmul with the deviations' would be ~10 % faster at
-  N = 256, but a different shape may get a different kernel, and the retrace would no longer be
-  exact).
+  reason to sum it in another order: stacked with the deviations' into one matmul it would save a
+  kernel call, but a different shape may get a different kernel (GPU libraries pick them by
+  shape), and the retrace would no longer be exact.
 
   Args:
     twin: int32 grid state, each (B, N).
