@@ -96,11 +96,9 @@ def twin_step(params: Params, model: ModelConfig, twin: State, dev: Optional[Sta
 
   with ``d(rho)``, ``d(rho')`` from :meth:`ModelConfig.activation_difference`, so every term keeps
   full relative precision however small the deviation is (no difference of two O(1) numbers);
-  the twin's rounding is shared, so it cancels from the deviations. The twin's ``Ws rho`` stays a
-  matmul of its own, the same code and shapes as in the forward phase, so that the backend has no
-  reason to sum it in another order: stacked with the deviations' into one matmul it would save a
-  kernel call, but a different shape may get a different kernel (GPU libraries pick them by
-  shape), and the retrace would no longer be exact.
+  the twin's rounding is shared, so it cancels from the deviations. The twin's ``Ws rho`` must
+  come out bit for bit as in the forward phase; see :func:`_share_twin_matmul` for when it shares
+  the deviations' matmul.
 
   Args:
     twin: int32 grid state, each (B, N).
@@ -119,7 +117,15 @@ def twin_step(params: Params, model: ModelConfig, twin: State, dev: Optional[Sta
   mid = twin.phi + drift(twin.pi)
   mid_f = from_grid(mid, model, dtype)
   r, rp = rho(mid_f), rho_prime(mid_f)
-  drive = recurrent_drive(params, model, r, u)
+  if dev is not None:
+    dmid = dev.phi + (h / 2) * dev.pi
+    dr, drp = model.activation_difference()(mid_f, dmid)
+  if dev is not None and _share_twin_matmul():
+    coupled = jnp.concatenate([r[None], dr], 0) @ symmetric(params["W"]) / model.beta
+    drive, ddrive = coupled[0] + params["b"] + u @ params["B"], coupled[1:]
+  else:
+    drive = recurrent_drive(params, model, r, u)
+    ddrive = None if dev is None else dr @ symmetric(params["W"]) / model.beta
   kick = jnp.rint((h / grid_scale(model)) * (model.alpha * mid_f + rp * drive))
   # A kick clipped to the limit (NaN counts as past it) leaves |Pi - Pi'| at the limit, so it is
   # caught below with no float copy of the kick kept for the check.
@@ -133,11 +139,19 @@ def twin_step(params: Params, model: ModelConfig, twin: State, dev: Optional[Sta
               | (jnp.abs(pi) >= pi_limit) | (jnp.abs(pi - twin.pi) >= _GRID_LIMIT - 1))
   if dev is None:
     return State(phi, pi), r, overflow, None, None
-  dmid = dev.phi + (h / 2) * dev.pi
-  dr, drp = model.activation_difference()(mid_f, dmid)
-  ddrive = dr @ symmetric(params["W"]) / model.beta
   dpi = dev.pi - h * (model.alpha * dmid + drp * (drive + ddrive) + rp * ddrive)
   return State(phi, pi), r, overflow, State(dmid + (h / 2) * dpi, dpi), dr
+
+
+def _share_twin_matmul() -> bool:
+  """Whether the twin's ``Ws rho`` rides in the deviations' matmul (one call instead of two).
+
+  XLA:CPU computes each row of a matmul the same way whatever the number of rows, so there the
+  stacked product still matches the forward phase's ``(B, N) @ (N, N)`` bit for bit (asserted by
+  the bit-exact echo tests in ``tests/test_exact.py``). GPU libraries choose kernels (tiling,
+  split-K) by shape, so elsewhere the twin keeps a matmul of the forward phase's own shape.
+  """
+  return jax.default_backend() == "cpu"
 
 
 def hebbian_terms(r_left: Array, r_right: Array, u: Array) -> dict[str, Array]:

@@ -1,12 +1,14 @@
 """Exact-reversible mode: the integer-grid leapfrog retraces the forward phase bit for bit."""
+from unittest import mock
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl.testing import absltest
+from absl.testing import absltest, parameterized
 from jax import lax
 
 import rhel_jax
-from absl.testing import parameterized
+from rhel_jax import integrator
 from rhel_jax.integrator import (State, echo_phase, forward_phase, from_grid, grid_leapfrog_step, leapfrog_step,
                                  to_grid, twin_step)
 from tests.helpers import make_problem, rel_error
@@ -20,7 +22,7 @@ def _grid_rollout(params, model, state, inputs_tm):
   return jax.jit(lambda s, x: lax.scan(body, (s, jnp.array(False)), x)[0])(state, inputs_tm)
 
 
-class ExactReversibilityTest(absltest.TestCase):
+class ExactReversibilityTest(parameterized.TestCase):
 
   def test_100000_steps_forward_and_back_is_bit_exact_in_float32(self):
     params, _, _, _, _ = make_problem(n_hidden=16, dtype=jnp.float32, w_scale=1.0)
@@ -36,14 +38,16 @@ class ExactReversibilityTest(absltest.TestCase):
     np.testing.assert_array_equal(back.phi, start.phi)
     np.testing.assert_array_equal(-back.pi, start.pi)
 
-  def test_unnudged_echo_returns_to_the_start_with_zero_contrast(self):
+  @parameterized.parameters(True, False)
+  def test_unnudged_echo_returns_to_the_start_with_zero_contrast(self, share_matmul):
     params, _, inputs, _, _ = make_problem(dtype=jnp.float32, steps=300)
     model = rhel_jax.ModelConfig(exact_reversible=True)
     inputs_tm = jnp.swapaxes(inputs, 0, 1)
     final, ys, _ = forward_phase(params, model, inputs_tm)
     self.assertFalse(bool(jnp.all(final.phi == 0)))
-    end, contrast, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys), jnp.zeros((2,), jnp.float32),
-                                  jnp.array([1.0, -1.0]))
+    with mock.patch.object(integrator, "_share_twin_matmul", lambda: share_matmul):
+      end, contrast, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys),
+                                    jnp.zeros((2,), jnp.float32), jnp.array([1.0, -1.0]))
     # Back at the zero initial state, bit for bit, and the contrast of echo and forward phase is
     # exactly zero at every step (a float32 retrace would leave ~1e-5 of round-off here).
     np.testing.assert_array_equal(end.phi, 0)
@@ -92,7 +96,8 @@ class DeviationTest(parameterized.TestCase):
     np.testing.assert_allclose(got_r, jnp.sin(x + d) - jnp.sin(x), rtol=1e-12)
     np.testing.assert_allclose(got_rp, jnp.cos(x + d) - jnp.cos(x), rtol=1e-12)
 
-  def test_twin_step_deviations_are_the_difference_of_two_leapfrog_steps(self):
+  @parameterized.parameters(True, False)
+  def test_twin_step_deviations_are_the_difference_of_two_leapfrog_steps(self, share_matmul):
     params, _, inputs, _, _ = make_problem(n_hidden=16, batch=3)  # float64
     model = rhel_jax.ModelConfig(dt=0.5, exact_reversible=True)
     keys = jax.random.split(jax.random.key(3), 4)
@@ -103,9 +108,12 @@ class DeviationTest(parameterized.TestCase):
     pi = 4 * to_grid(jax.random.normal(keys[1], (3, 16)) / 4, model)[0]
     dev = State(0.2 * jax.random.normal(keys[2], (2, 3, 16)), 0.2 * jax.random.normal(keys[3], (2, 3, 16)))
     u = inputs[:, 0]
-    new_twin, r, overflow, new_dev, dr = twin_step(params, model, State(phi, pi), dev, u)
+    with mock.patch.object(integrator, "_share_twin_matmul", lambda: share_matmul):
+      # A fresh function per case, so that no trace from the other case is reused.
+      new_twin, r, overflow, new_dev, dr = jax.jit(lambda *a: twin_step(params, model, *a))(State(phi, pi), dev, u)
     self.assertFalse(bool(jnp.any(overflow)))
-    alone = grid_leapfrog_step(params, model, State(phi, pi), u)  # deviations leave the twin alone
+    # The deviations leave the twin alone: bit for bit the forward phase's grid step.
+    alone = jax.jit(grid_leapfrog_step, static_argnums=1)(params, model, State(phi, pi), u)
     np.testing.assert_array_equal(new_twin.phi, alone[0].phi)
     np.testing.assert_array_equal(new_twin.pi, alone[0].pi)
     np.testing.assert_array_equal(r, alone[1])
