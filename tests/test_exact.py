@@ -56,6 +56,26 @@ class ExactReversibilityTest(parameterized.TestCase):
       np.testing.assert_array_equal(contrast[key], 0)
 
 
+  def test_unnudged_echo_is_exact_under_jit_and_a_seed_vmap(self):
+    # How the experiments run it: one program, vmapped over seeds (a batched matmul per step).
+    _, _, inputs, _, _ = make_problem(dtype=jnp.float32, steps=200)
+    model = rhel_jax.ModelConfig(exact_reversible=True)
+    inputs_tm = jnp.swapaxes(inputs, 0, 1)
+
+    def run(key):
+      params = rhel_jax.init_params(key, inputs.shape[-1], 32, 2, w_scale=0.5)
+      final, ys, _ = forward_phase(params, model, inputs_tm)
+      end, contrast, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys), jnp.zeros((2,), jnp.float32),
+                                    jnp.array([1.0, -1.0], jnp.float32))
+      return final, end, contrast
+    final, end, contrast = jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(0), 3))
+    self.assertTrue(bool(jnp.all(jnp.any(final.phi != 0, axis=(1, 2)))))  # every seed moved
+    np.testing.assert_array_equal(end.phi, 0)
+    np.testing.assert_array_equal(end.pi, 0)
+    for key in contrast:
+      np.testing.assert_array_equal(contrast[key], 0)
+
+
 class DeviationTest(parameterized.TestCase):
 
   @parameterized.parameters("tanh", "sigmoid", "identity")
@@ -124,7 +144,6 @@ class DeviationTest(parameterized.TestCase):
     np.testing.assert_allclose(new_dev.phi, new_full.phi - new_ref.phi, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(new_dev.pi, new_full.pi - new_ref.pi, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dr, r_full - r_ref, rtol=1e-10, atol=1e-12)
-
 
   def test_grid_step_reports_each_way_out_of_the_int32_range(self):
     params, _, inputs, _, _ = make_problem(n_hidden=8, batch=2, dtype=jnp.float32)
