@@ -260,8 +260,9 @@ def main():
   if args.report_only:
     if not args.out or not (args.out / "fidelity.jsonl").is_file():
       parser.error("--report-only needs --out DIR holding fidelity.jsonl")
+    from experiments import checkpoints
     from experiments.train import _git_revision
-    rows = [json.loads(line) for line in (args.out / "fidelity.jsonl").read_text().splitlines() if line]
+    rows = checkpoints.read_jsonl(args.out / "fidelity.jsonl")
     header = (args.out / "fidelity.md").read_text().split("\n## ")[0].rstrip().splitlines()
     header = [h for h in header if not h.startswith("- report rewritten")]
     write_report(rows, args.out, header + [f"- report rewritten at git revision `{_git_revision()}` "

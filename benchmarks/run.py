@@ -192,7 +192,8 @@ def main():
   if args.report_only:
     if not args.out or not (args.out / "bench.jsonl").is_file():
       parser.error("--report-only needs --out DIR holding bench.jsonl")
-    write_report([json.loads(line) for line in (args.out / "bench.jsonl").read_text().splitlines() if line], args.out)
+    from experiments import checkpoints
+    write_report(checkpoints.read_jsonl(args.out / "bench.jsonl"), args.out)
     return
   if args.memory_child:
     method, steps, n = args.memory_child
