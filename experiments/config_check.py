@@ -98,6 +98,23 @@ def validate_config(config) -> None:
                  "task.seq_len"):
       _int(config, path)
     t = config.task
-    if t.seq_len < 2 * t.pattern_length * t.steps_per_symbol + t.marker_steps:
+    shortest = 2 * t.pattern_length * t.steps_per_symbol + t.marker_steps
+    if t.seq_len < shortest:
       raise ValueError(f"config.task.seq_len={t.seq_len} is shorter than the pattern, marker and recall "
                        "window together")
+    _int(config, "task.curriculum_stage_epochs")
+    lengths = _get(config, "task.curriculum")
+    if isinstance(lengths, (str, int)) or any(
+        isinstance(n, bool) or not isinstance(n, int) or not shortest <= n <= t.seq_len for n in lengths):
+      raise ValueError(f"config.task.curriculum must be a tuple of ints in [{shortest}, seq_len={t.seq_len}] "
+                       f"(the pattern, marker and recall window need {shortest} steps), got {lengths!r}")
+  _choice(config, "model.w_init", ("gaussian", "spectral"))
+  if config.model.w_init == "spectral":
+    _float(config, "model.omega_min")
+    _float(config, "model.omega_max")
+    m = config.model
+    if m.omega_max < m.omega_min:
+      raise ValueError(f"config.model.omega_max={m.omega_max} is below config.model.omega_min={m.omega_min}")
+    if m.dt * m.omega_max >= 2:
+      raise ValueError(f"config.model.omega_max={m.omega_max} with config.model.dt={m.dt}: the leapfrog is "
+                       "unstable for dt * omega >= 2")

@@ -2,6 +2,8 @@
 
     python -m experiments.report runs/copy_paste_full runs/heidelberg_digits_full --out docs/results/report
 
+Several workdirs of one task (the methods of one config split over processes) are merged.
+
 Writes ``table1.md`` and ``table1.csv`` (final test accuracy, mean ± std over the seeds that did
 not diverge; methods x tasks) and ``figure1.png`` (cosine of each method's gradient with BPTT's
 at the alignment epochs, mean ± s.e.m. over seeds, one panel per task, log-scaled distance from 1
@@ -26,7 +28,8 @@ PAPER_TABLE1 = {  # the seed paper's Table 1, for the side-by-side column
     ("copy_paste", "bptt"): "99.46 ± 0.05", ("copy_paste", "rhel"): "99.36 ± 0.02",
     ("copy_paste", "eprop"): "77.77 ± 0.25", ("copy_paste", "tbptt"): "55.44 ± 6.14",
 }
-COLORS = {"rhel": "tab:blue", "rhel_centered": "tab:orange", "eprop": "tab:green", "tbptt": "tab:red"}
+COLORS = {"rhel": "tab:blue", "rhel_centered": "tab:orange", "eprop": "tab:green", "tbptt": "tab:red",
+          "readout": "tab:gray"}
 PRIMARY = {"copy_paste": "test_bit_acc", "heidelberg_digits": "test_accuracy"}
 
 
@@ -49,6 +52,33 @@ def load_run(workdir: pathlib.Path) -> dict:
     run["methods"][method] = {"final": final,
                               "alignment": checkpoints.read_jsonl(workdir / method / "alignment.jsonl")}
   return run
+
+
+def merge_runs(runs: list[dict]) -> list[dict]:
+  """Runs of one task (e.g. the methods split over two processes, one per core) become one.
+
+  Their configs must agree on everything but ``methods``; a method in two runs is an error.
+  """
+  merged: dict[str, dict] = {}
+  for run in runs:
+    base = merged.get(run["task"])
+    if base is None:
+      merged[run["task"]] = {**run, "workdirs": [run["workdir"]], "methods": dict(run["methods"]),
+                             "config": dict(run["config"])}
+      continue
+    strip = lambda c: {k: v for k, v in c.items() if k != "methods"}
+    if strip(base["config"]) != strip(run["config"]):
+      raise ValueError(f"{run['workdir']} and {base['workdir']} ran {run['task']} with different configs "
+                       "(only config.methods may differ between the parts of one run)")
+    twice = sorted(set(base["methods"]) & set(run["methods"]))
+    if twice:
+      raise ValueError(f"method(s) {twice} appear in both {base['workdir']} and {run['workdir']}")
+    base["methods"].update(run["methods"])
+    base["config"]["methods"] = list(base["config"]["methods"]) + list(run["config"]["methods"])
+    base["workdirs"].append(run["workdir"])
+  for run in merged.values():
+    run["workdir"] = " + ".join(str(w) for w in run["workdirs"])
+  return list(merged.values())
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -129,7 +159,7 @@ def main():
   parser.add_argument("workdirs", nargs="+", type=pathlib.Path)
   parser.add_argument("--out", type=pathlib.Path, required=True)
   args = parser.parse_args()
-  runs = [load_run(w) for w in args.workdirs]
+  runs = merge_runs([load_run(w) for w in args.workdirs])
   markdown, table_csv = table1(runs)
   args.out.mkdir(parents=True, exist_ok=True)
   checkpoints.atomic_write_text(args.out / "table1.md", markdown)

@@ -1,11 +1,14 @@
 """Tasks as the trainer sees them: shapes, loss, jittable batch sampling and metrics.
 
 A task provides ``n_in``, ``n_out``, ``loss`` (a name from ``rhel_jax.LOSSES``),
-``primary_metric``, ``train_batch(key, step)``, ``test_set(key)``, ``probe_batch(key)`` and
-``metrics(ys, targets, mask)``. Batches are ``(inputs (B, T, n_in), targets, mask (B, T))``;
-all four functions are pure and jittable, so the trainer vmaps them over seeds.
+``primary_metric``, ``train_seq_len(epoch)`` (a Python int: the curriculum's length),
+``train_batch(key, step, seq_len)``, ``test_set(key)``, ``probe_batch(key)`` and
+``metrics(ys, targets, mask)``. Batches are ``(inputs (B, T, n_in), targets, mask (B, T))``; the
+last four are pure and jittable (``seq_len`` static), so the trainer vmaps them over seeds.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -29,14 +32,24 @@ class CopyPaste:
                                                         config.alignment_batch_size)
     self.steps_per_epoch = config.steps_per_epoch
     self.seq_len = self.task.seq_len
+    self.curriculum = tuple(t.curriculum)
+    self.curriculum_epochs = t.curriculum_stage_epochs
     self.dtype = dtype
 
-  def _sample(self, key, batch):
-    inputs, targets, mask = self.task.sample(key, batch, self.dtype)
-    return inputs, targets, jnp.broadcast_to(mask, (batch, self.task.seq_len))
+  def train_seq_len(self, epoch: int) -> int:
+    """Training length in ``epoch``: ``curriculum[i]`` for stage i (``curriculum_stage_epochs``
+    epochs each), then ``seq_len``. The delay grows; pattern, marker and window stay the same."""
+    stage = epoch // self.curriculum_epochs if self.curriculum else 0
+    return self.curriculum[stage] if stage < len(self.curriculum) else self.seq_len
 
-  def train_batch(self, key, step):
-    return self._sample(jax.random.fold_in(key, step), self.batch_size)
+  def _sample(self, key, batch, seq_len=None):
+    task = self.task if seq_len in (None, self.seq_len) else dataclasses.replace(self.task, seq_len=seq_len)
+    inputs, targets, mask = task.sample(key, batch, self.dtype)
+    return inputs, targets, jnp.broadcast_to(mask, (batch, task.seq_len))
+
+  def train_batch(self, key, step, seq_len=None):
+    """A training batch of ``seq_len`` steps (a static int; default the task's ``seq_len``)."""
+    return self._sample(jax.random.fold_in(key, step), self.batch_size, seq_len)
 
   def test_set(self, key):
     return self._sample(key, self.eval_size)
@@ -45,7 +58,7 @@ class CopyPaste:
     return self._sample(key, self.probe_size)
 
   def metrics(self, ys, targets, mask):
-    out = copy_metrics(ys, targets, mask[0])
+    out = copy_metrics(ys, targets, mask[0], window=self.task.window)
     loss = losses.bce(ys, targets, mask)
     return {**out, "loss": loss, "loss_vs_memoryless": loss / self.task.memoryless_loss()}
 
@@ -79,7 +92,12 @@ class HeidelbergDigits:
   def _take(self, data, idx):
     return tuple(x[idx] for x in data)
 
-  def train_batch(self, key, step):
+  def train_seq_len(self, epoch: int) -> int:
+    del epoch  # no curriculum: utterances keep their length
+    return self.seq_len
+
+  def train_batch(self, key, step, seq_len=None):
+    del seq_len
     epoch, i = step // self.steps_per_epoch, step % self.steps_per_epoch
     order = jax.random.permutation(jax.random.fold_in(key, epoch), self.num_train)
     return self._take(self.train, jax.lax.dynamic_slice(order, (i * self.batch_size,), (self.batch_size,)))

@@ -8,9 +8,11 @@ checkpoints. Re-running with the same workdir resumes from the newest checkpoint
 Workdir layout::
 
     config.json                 resolved config (a different config is refused)
+    invocations.jsonl           command, git revision and start time of every invocation (resumes too)
     <method>/metrics.jsonl      one row per (epoch, seed): train loss, test metrics, diverged
     <method>/alignment.jsonl    one row per (alignment epoch, seed): cosine with BPTT per tensor
     <method>/checkpoint_<epoch>.msgpack   params + optimizer state + divergence flags
+    <method>/timing.jsonl       wall seconds per epoch (resumes included)
     <method>/final.json         final per-seed test metrics
     results.md, results.json    Table-1-style summary: mean +- std over seeds
 """
@@ -74,7 +76,9 @@ def _all_finite(tree) -> jax.Array:
 
 
 def _cosine(a, b):
-  return jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
+  # A zero gradient (e.g. readout's for W) is orthogonal to everything, not NaN.
+  norms = jnp.linalg.norm(a) * jnp.linalg.norm(b)
+  return jnp.where(norms > 0, jnp.vdot(a, b) / jnp.where(norms > 0, norms, 1), 0.0)
 
 
 class MethodTrainer:
@@ -89,7 +93,9 @@ class MethodTrainer:
     self.steps_per_epoch = task.steps_per_epoch
     self.optimizer = make_optimizer(config.train, config.num_epochs * self.steps_per_epoch)
     self.init = jax.jit(jax.vmap(self._init))
-    self.epoch = jax.jit(jax.vmap(self._epoch, in_axes=(0, 0, None)))
+    # seq_len is static: each curriculum length compiles once.
+    self.epoch = jax.jit(lambda state, keys, epoch, seq_len: jax.vmap(
+        lambda s, k: self._epoch(s, k, epoch, seq_len))(state, keys), static_argnums=3)
     self.evaluate = jax.jit(jax.vmap(self._evaluate))
     self.alignment = jax.jit(jax.vmap(self._alignment))
 
@@ -97,7 +103,9 @@ class MethodTrainer:
     m = self.config.model
     params = rhel_jax.init_params(key, self.task.n_in, m.num_hidden, self.task.n_out, dtype=self.dtype,
                                   w_scale=m.w_scale, in_scale=m.in_scale, b_scale=m.b_scale,
-                                  out_scale=m.out_scale)
+                                  out_scale=m.out_scale,
+                                  spectrum=((m.alpha, m.beta, m.omega_min, m.omega_max)
+                                            if m.w_init == "spectral" else None))
     return {"params": params, "opt_state": self.optimizer.init(params), "diverged": jnp.array(False)}
 
   def _grads(self, params, batch, fn=None, options=None):
@@ -106,11 +114,11 @@ class MethodTrainer:
     options = self.options if options is None else options
     return fn(params, self.model, jnp.swapaxes(inputs, 0, 1), targets, mask, self.loss_fn, **options)
 
-  def _epoch(self, state, data_key, epoch):
+  def _epoch(self, state, data_key, epoch, seq_len):
     """One epoch for one seed. A non-finite loss or gradient freezes the seed (no update)."""
     def train_step(state, i):
       step = epoch * self.steps_per_epoch + i
-      loss, grads = self._grads(state["params"], self.task.train_batch(data_key, step))
+      loss, grads = self._grads(state["params"], self.task.train_batch(data_key, step, seq_len))
       ok = jnp.isfinite(loss) & _all_finite(grads) & ~state["diverged"]
       updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
       params = optax.apply_updates(state["params"], updates)
@@ -176,7 +184,7 @@ def _seed_rows(epoch: int, values: dict[str, Any]) -> list[dict]:
   """{'name': (num_seeds,) array} -> one JSON row per seed."""
   arrays = {k: to_host(v) for k, v in values.items()}
   num_seeds = len(next(iter(arrays.values())))
-  return [{"epoch": epoch, "seed": s, **{k: v[s].item() for k, v in arrays.items()}} for s in range(num_seeds)]
+  return [{"epoch": epoch, "seed": s, **{k: v[s].tolist() for k, v in arrays.items()}} for s in range(num_seeds)]
 
 
 def _fmt_time(seconds: float) -> str:
@@ -226,6 +234,7 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
   start = restored_epoch or 0
   metrics_rows = [r for r in checkpoints.read_jsonl(directory / "metrics.jsonl") if r["epoch"] < start]
   align_rows = [r for r in checkpoints.read_jsonl(directory / "alignment.jsonl") if r["epoch"] < start]
+  timing_rows = [r for r in checkpoints.read_jsonl(directory / "timing.jsonl") if r["epoch"] < start]
   if start:
     logging.info("[%s] resuming from the checkpoint at epoch %d", method, start)
   progress.skip(start)
@@ -235,12 +244,18 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
     if epoch in config.alignment_epochs:
       align_rows += _seed_rows(epoch, trainer.alignment(state["params"], probes))
       checkpoints.write_jsonl(directory / "alignment.jsonl", align_rows)
-    state, train_loss = trainer.epoch(state, data_keys, epoch)
+    seq_len = task.train_seq_len(epoch)
+    state, train_loss = trainer.epoch(state, data_keys, epoch, seq_len)
     evaluation = trainer.evaluate(state["params"], test_sets)
     rows = _seed_rows(epoch, {"train_loss": train_loss, **{f"test_{k}": v for k, v in evaluation.items()},
                               "diverged": state["diverged"]})
+    for row in rows:
+      row["train_seq_len"] = seq_len
     metrics_rows += rows
     checkpoints.write_jsonl(directory / "metrics.jsonl", metrics_rows)
+    # Timing apart from the metrics, which stay bit-identical across reruns and resumes.
+    timing_rows.append({"epoch": epoch, "seconds": time.time() - t0})
+    checkpoints.write_jsonl(directory / "timing.jsonl", timing_rows)
     stopping = stop is not None and stop.signum is not None
     if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs or stopping:
       if jax.process_count() == 1:
@@ -264,7 +279,14 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
   result = {"method": method, "diverged": to_host(state["diverged"]).tolist(),
             **{f"test_{k}": to_host(v).tolist() for k, v in final.items()}}
   checkpoints.atomic_write_text(directory / "final.json", json.dumps(result, indent=1))
-  return result
+  return {**result, "wall_seconds": wall_seconds(directory)}
+
+
+def wall_seconds(directory: pathlib.Path) -> float:
+  """A method's training wall time over every invocation that trained it (resumes included);
+  compile time sits in the first epoch of each invocation. NaN if an epoch has no timing."""
+  rows = checkpoints.read_jsonl(directory / "timing.jsonl")
+  return float(sum(r["seconds"] for r in rows)) if rows else math.nan
 
 
 def _git_revision() -> str:
@@ -284,11 +306,15 @@ def summarize(results: dict[str, dict], primary: str) -> list[dict]:
   rows = []
   for method, r in results.items():
     ok = ~np.asarray(r["diverged"], bool)
-    row = {"method": method, "seeds": int(ok.sum()), "diverged_seeds": np.flatnonzero(~ok).tolist()}
+    row = {"method": method, "seeds": int(ok.sum()), "diverged_seeds": np.flatnonzero(~ok).tolist(),
+           "wall_seconds": r.get("wall_seconds", math.nan)}
     for key in (f"test_{primary}", "test_pattern_acc", "test_loss_vs_memoryless"):
       if key in r:
         values = np.asarray(r[key], float)[ok]
         row[key] = (float(values.mean()), float(values.std())) if values.size else (math.nan, math.nan)
+    if "test_acc_by_step" in r:
+      by_step = np.asarray(r["test_acc_by_step"], float)[ok]
+      row["test_acc_by_step"] = by_step.mean(0).tolist() if by_step.size else []
     rows.append(row)
   return rows
 
@@ -299,7 +325,7 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
                  if k in rows[0]]
   pct = lambda k: k != "test_loss_vs_memoryless"
   head = "| method | " + " | ".join(k.removeprefix("test_") + (" (%)" if pct(k) else "") for k in metric_cols) + \
-      " | seeds | diverged |"
+      " | seeds | diverged | wall time |"
   lines = [f"# Results: {config.name}", "",
            "Mean ± std over seeds of the final test metrics (per-seed values in `<method>/final.json`).",
            "", f"- command: `{command}`", f"- git revision: `{revision}`",
@@ -316,14 +342,24 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
   if getattr(task, "sizes", None):
     lines.append(f"- split sizes: {task.sizes}")
   lines += ["", head,
-           "|" + "---|" * (len(metric_cols) + 3)]
+           "|" + "---|" * (len(metric_cols) + 4)]
   for row in rows:
     cells = []
     for k in metric_cols:
       mean, std = row[k]
       cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}" if pct(k) else f"{mean:.3f} ± {std:.3f}")
     lines.append(f"| {row['method']} | " + " | ".join(cells) +
-                 f" | {row['seeds']} | {row['diverged_seeds'] or '-'} |")
+                 f" | {row['seeds']} | {row['diverged_seeds'] or '-'} | "
+                 + ("-" if math.isnan(row["wall_seconds"]) else _fmt_time(row["wall_seconds"])) + " |")
+  by_step = [r for r in rows if r.get("test_acc_by_step")]
+  if by_step:
+    window = len(by_step[0]["test_acc_by_step"])
+    lines += ["", "Recall accuracy (%) at each step of the recall window, mean over seeds (50 = chance: that "
+              "step's symbol is not recalled):", "",
+              "| method | " + " | ".join(f"r{i + 1}" for i in range(window)) + " |",
+              "|" + "---|" * (window + 1)]
+    lines += [f"| {r['method']} | " + " | ".join(f"{100 * a:.1f}" for a in r["test_acc_by_step"]) + " |"
+              for r in by_step]
   diverged = [r for r in rows if r["diverged_seeds"]]
   if diverged:
     lines += ["", "Diverged seeds (non-finite loss or gradient; frozen at that step and left out of the "
@@ -374,6 +410,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
   progress = Progress(len(config.methods) * config.num_epochs)
   command = command or f"run_experiment(<{config.name}>, {workdir})"
   revision = _git_revision()  # of the code that runs, not of whatever is checked out at the end
+  invocations = checkpoints.read_jsonl(workdir / "invocations.jsonl")
+  invocations.append({"command": command, "revision": revision, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+  checkpoints.write_jsonl(workdir / "invocations.jsonl", invocations)
   results = {}
   stop = _StopFlag()
   for method in config.methods:

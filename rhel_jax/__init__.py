@@ -7,10 +7,11 @@ Public API::
     ys = rhel_jax.forward(params, model, inputs)                 # (batch, T, n_in) -> (batch, T, n_out)
     loss, grads = rhel_jax.gradient("rhel_centered", params, model, inputs, targets, mask, loss="mse")
 """
-from rhel_jax.gradients import DEFAULT_EPS, DEFAULT_EPS_EXACT, METHODS, bptt, default_eps, eprop, forward, gradient, rhel, rhel_centered, tbptt
+from rhel_jax.gradients import (DEFAULT_EPS, DEFAULT_EPS_EXACT, METHODS, bptt, default_eps, eprop, forward, gradient,
+                                readout_only, rhel, rhel_centered, tbptt)
 from rhel_jax.integrator import State, echo_phase, forward_phase, hebbian_terms, leapfrog_step, zero_state
 from rhel_jax.losses import LOSSES, bce, ce_mean, mse
 from rhel_jax.model import (ACTIVATIONS, PARAM_NAMES, ModelConfig, grad_potential, hamiltonian, init_params,
-                            potential, readout, symmetric)
+                            potential, readout, spectral_weights, symmetric)
 
 __version__ = "0.1.0"

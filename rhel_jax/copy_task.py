@@ -70,13 +70,18 @@ class CopyTask:
     return self.window * self.num_bits * math.log(2.0)
 
 
-def metrics(ys: Array, targets: Array, mask: Array) -> dict[str, Array]:
+def metrics(ys: Array, targets: Array, mask: Array, window: int | None = None) -> dict[str, Array]:
   """Per-bit recall accuracy and whole-pattern accuracy of logits ``ys`` on the masked window.
 
-  ys, targets: (batch, T, bits); mask: (T,). Returns scalars averaged over the batch.
+  ys, targets: (batch, T, bits); mask: (T,). Returns scalars averaged over the batch and, when
+  ``window`` (the recall window's length; it ends the sequence) is given, ``acc_by_step``
+  (window,): the per-bit accuracy at each recall step, which shows which symbols are recalled.
   """
   correct = ((ys > 0) == (targets > 0.5)).astype(jnp.float32)                   # (batch, T, bits)
   in_window = mask[None, :, None].astype(jnp.float32)
   bit_acc = jnp.sum(correct * in_window) / (jnp.sum(in_window) * ys.shape[0] * ys.shape[2])
   wrong_per_seq = jnp.sum((1.0 - correct) * in_window, axis=(1, 2))
-  return {"bit_acc": bit_acc, "pattern_acc": jnp.mean(wrong_per_seq == 0)}
+  out = {"bit_acc": bit_acc, "pattern_acc": jnp.mean(wrong_per_seq == 0)}
+  if window is not None:
+    out["acc_by_step"] = jnp.mean(correct[:, ys.shape[1] - window:], axis=(0, 2))
+  return out

@@ -1,4 +1,5 @@
-"""Gradient methods behind one interface: ``bptt``, ``rhel``, ``rhel_centered``, ``tbptt``, ``eprop``.
+"""Gradient methods behind one interface: ``bptt``, ``rhel``, ``rhel_centered``, ``tbptt``, ``eprop``,
+``readout``.
 
 Each method is ``fn(params, model, inputs_tm, targets, mask, loss_fn, **options)
 -> (loss, grads)`` with ``inputs_tm`` time-major (T, B, n_in) and grads in the structure of
@@ -192,6 +193,31 @@ def eprop(params, model, inputs_tm, targets, mask, loss_fn):
   return loss, {**grads, "W": (grads["W"] + grads["W"].T) / 2}
 
 
+def readout_only(params, model, inputs_tm, targets, mask, loss_fn):
+  """Only the readout ``W_out``, ``b_out`` learns; ``W``, ``b``, ``B`` get zero gradient.
+
+  The Hamiltonian network stays at its initialisation (an untrained reservoir), so this is the
+  floor every method that trains the network must beat. Two forward passes: the first gives the
+  readouts and dL/dy, the second accumulates ``sum_k dL/dy_k^T rho(phi_k)``; memory O(1) in T.
+  """
+  _, batch, _ = inputs_tm.shape
+  n = params["W"].shape[0]
+  rho, _ = model.activation()
+  _, ys, _ = forward_phase(params, model, inputs_tm, exact=False)
+  loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
+
+  def _step(carry, xs):
+    state, g_out = carry
+    u, dy = xs
+    state, _ = leapfrog_step(params, model, state, u)
+    return (state, g_out + dy.T @ rho(state.phi)), None
+
+  (_, g_out), _ = lax.scan(_step, (zero_state(batch, n, params["W"].dtype), jnp.zeros_like(params["W_out"])),
+                           (inputs_tm, dl_dy))
+  grads = {k: jnp.zeros_like(params[k]) for k in ("W", "b", "B")}
+  return loss, {**grads, "W_out": g_out, "b_out": jnp.sum(dl_dy, (0, 1))}
+
+
 # name -> (function, {option: default}); options are keyword arguments of ``gradient``.
 METHODS: dict[str, tuple[Callable, dict]] = {
     "bptt": (bptt, {}),
@@ -199,6 +225,7 @@ METHODS: dict[str, tuple[Callable, dict]] = {
     "rhel_centered": (rhel_centered, {"eps": None}),
     "tbptt": (tbptt, {"k": 2}),
     "eprop": (eprop, {}),
+    "readout": (readout_only, {}),
 }
 # Default nudge (per-sequence convention above), from `python -m benchmarks.fidelity`
 # (docs/results.md#gradient-fidelity): per precision, the eps with the best worst-case cosine to
@@ -234,7 +261,7 @@ def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, tar
   """Loss and gradient of the loss with respect to params, by the named method.
 
   Args:
-    method: ``'bptt'``, ``'rhel'``, ``'rhel_centered'``, ``'tbptt'`` or ``'eprop'``.
+    method: ``'bptt'``, ``'rhel'``, ``'rhel_centered'``, ``'tbptt'``, ``'eprop'`` or ``'readout'``.
     params: mapping with ``W (N, N)``, ``b (N,)``, ``B (n_in, N)``, ``W_out (n_out, N)``,
       ``b_out (n_out,)``.
     model: :class:`ModelConfig`.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Mapping, Union
+from typing import Callable, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -130,13 +130,36 @@ class ModelConfig:
     return lambda x, d: (rho(x + d) - rho(x), rho_prime(x + d) - rho_prime(x))
 
 
+def spectral_weights(key: Array, n: int, *, alpha: float, beta: float, omega_min: float,
+                     omega_max: float, dtype=jnp.float32) -> Array:
+  """A symmetric ``W`` (N, N) whose linearised network oscillates at spread-out frequencies.
+
+  Near ``phi = 0`` (``rho(0) = 0``, ``rho'(0) = 1``) the dynamics are ``phi'' = -(alpha I + W / beta) phi``,
+  so each eigenvector of ``alpha I + W / beta`` is a mode of angular frequency sqrt(eigenvalue).
+  Here the eigenvalues are ``omega**2`` with ``omega ~ U(omega_min, omega_max)`` per mode and the
+  eigenvectors a Haar-random orthogonal basis: a spread of frequencies is what lets a linear
+  oscillator bank hold *when* an input came (coRNN, LinOSS and LRU initialise the same way), where
+  a Gaussian ``W`` puts every mode near ``sqrt(alpha)``.
+  """
+  if not 0 < omega_min <= omega_max:
+    raise ValueError(f"spectral_weights: need 0 < omega_min <= omega_max, got {omega_min!r}, {omega_max!r}")
+  k_q, k_omega = jax.random.split(key)
+  q = jax.random.orthogonal(k_q, n, dtype=dtype)
+  omega = jax.random.uniform(k_omega, (n,), dtype, omega_min, omega_max)
+  w = beta * (q * (omega ** 2 - alpha)) @ q.T
+  return (w + w.T) / 2
+
+
 def init_params(key: Array, n_in: int, n_hidden: int, n_out: int, *,
                 dtype=jnp.float32, w_scale: float = 1.0, in_scale: float = 1.0,
-                b_scale: float = 0.1, out_scale: float = 1.0) -> dict[str, Array]:
+                b_scale: float = 0.1, out_scale: float = 1.0,
+                spectrum: Optional[tuple[float, float, float, float]] = None) -> dict[str, Array]:
   """Random parameters as a plain dict.
 
   ``W ~ w_scale * N(0, 1/N)`` (stored symmetric), ``B ~ in_scale * N(0, 1/n_in)``,
   ``b ~ b_scale * N(0, 1)``, ``W_out ~ out_scale * N(0, 1/N)``, ``b_out = 0``.
+  With ``spectrum=(alpha, beta, omega_min, omega_max)``, ``W`` comes from
+  :func:`spectral_weights` instead (``w_scale`` is then unused).
 
   Returns:
     ``{'W': (N, N), 'b': (N,), 'B': (n_in, N), 'W_out': (n_out, N), 'b_out': (n_out,)}``.
@@ -152,9 +175,14 @@ def init_params(key: Array, n_in: int, n_hidden: int, n_out: int, *,
                      "before any array is created; without it JAX silently uses float32")
   k_w, k_b, k_in, k_out = jax.random.split(key, 4)
   n = n_hidden
-  w = jax.random.normal(k_w, (n, n), dtype) * (w_scale / math.sqrt(n))
+  if spectrum is None:
+    w = jax.random.normal(k_w, (n, n), dtype) * (w_scale / math.sqrt(n))
+    w = (w + w.T) / 2
+  else:
+    alpha, beta, omega_min, omega_max = spectrum
+    w = spectral_weights(k_w, n, alpha=alpha, beta=beta, omega_min=omega_min, omega_max=omega_max, dtype=dtype)
   return {
-      "W": (w + w.T) / 2,
+      "W": w,
       "b": jax.random.normal(k_b, (n,), dtype) * b_scale,
       "B": jax.random.normal(k_in, (n_in, n), dtype) * (in_scale / math.sqrt(n_in)),
       "W_out": jax.random.normal(k_out, (n_out, n), dtype) * (out_scale / math.sqrt(n)),

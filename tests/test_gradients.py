@@ -200,6 +200,27 @@ class BaselinesTest(parameterized.TestCase):
       self.assertLess(cosine(_grad(method, problem, "mse")[1]["W"], ref["W"]), 0.99, method)
 
 
+class ReadoutOnlyTest(parameterized.TestCase):
+
+  @parameterized.parameters(*LOSS_NAMES)
+  def test_readout_equals_jax_grad_restricted_to_the_readout(self, loss):
+    problem = make_problem(loss, steps=50)
+    params, model, inputs, targets, mask = problem
+    inputs_tm = jnp.swapaxes(inputs, 0, 1)
+
+    def objective(head):
+      _, ys, _ = rhel_jax.forward_phase({**params, **head}, model, inputs_tm)
+      return LOSSES[loss](jnp.swapaxes(ys, 0, 1), targets, mask)
+
+    head = {k: params[k] for k in ("W_out", "b_out")}
+    want_loss, want = jax.value_and_grad(objective)(head)
+    got_loss, got = _grad("readout", problem, loss)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-12)
+    chex.assert_trees_all_close({k: got[k] for k in head}, want, rtol=1e-10, atol=1e-13)
+    for k in rhel_jax.model.HAMILTONIAN_PARAMS:  # the network itself never learns
+      np.testing.assert_array_equal(got[k], np.zeros_like(params[k]))
+
+
 class TransformationsTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -207,7 +228,7 @@ class TransformationsTest(chex.TestCase):
     params, model, inputs, targets, mask = make_problem(steps=20)
     inputs_tm = jnp.swapaxes(inputs, 0, 1)
     for method, options in (("rhel", {"eps": 1e-4}), ("rhel_centered", {"eps": 1e-4}),
-                            ("tbptt", {"k": 2}), ("eprop", {}), ("bptt", {})):
+                            ("tbptt", {"k": 2}), ("eprop", {}), ("bptt", {}), ("readout", {})):
       fn = rhel_jax.METHODS[method][0]
       run = self.variant(lambda p, x, y, m: fn(p, model, x, y, m, LOSSES["mse"], **options))
       want = rhel_jax.gradient(method, params, model, inputs, targets, mask, **options)
@@ -218,7 +239,7 @@ class TransformationsTest(chex.TestCase):
     params, inputs, targets, mask = (jax.tree.map(lambda *xs: jnp.stack(xs), *[p[i] for p in problems])
                                      for i in (0, 2, 3, 4))
     model = problems[0][1]
-    for method in ("rhel_centered", "rhel", "bptt", "eprop", "tbptt"):
+    for method in ("rhel_centered", "rhel", "bptt", "eprop", "tbptt", "readout"):
       options = {"eps": 1e-4} if method.startswith("rhel") else {}
       batched = jax.vmap(lambda p, x, y, m: rhel_jax.gradient(method, p, model, x, y, m, **options))
       out = batched(params, inputs, targets, mask)

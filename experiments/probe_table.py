@@ -1,0 +1,112 @@
+"""Probe table: one row per run directory (command, revision, result) and the curves as a plot.
+
+    python -m experiments.probe_table runs/probes/* --out docs/copy_paste_probes
+
+For a recipe search: each probe is an ordinary run (usually one method, one validation seed);
+this collects what was run and what it gave, so the path to a recipe can be retraced. Writes
+``probes.md`` (rows in the order given), ``probes.png`` (test metric per epoch, one line per
+probe and method) and ``probes.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import pathlib
+
+import numpy as np
+
+from experiments import checkpoints
+from experiments.report import PRIMARY
+
+
+def load_probe(workdir: pathlib.Path) -> list[dict]:
+  """One dict per method of the run: its command, revision, curve and final numbers."""
+  config_path = workdir / "config.json"
+  if not config_path.exists():
+    raise ValueError(f"{workdir}: not a run directory (no config.json)")
+  config = json.loads(config_path.read_text())
+  invocations = checkpoints.read_jsonl(workdir / "invocations.jsonl")
+  first = invocations[0] if invocations else {"command": "?", "revision": "?"}
+  primary = PRIMARY[config["task"]["name"]]
+  out = []
+  for method in config["methods"]:
+    rows = checkpoints.read_jsonl(workdir / method / "metrics.jsonl")
+    if not rows:
+      continue
+    epochs = sorted({r["epoch"] for r in rows})
+    curve = np.array([np.mean([r[primary] for r in rows if r["epoch"] == e]) for e in epochs])
+    last = [r for r in rows if r["epoch"] == epochs[-1]]
+    by_step = [r["test_acc_by_step"] for r in last if "test_acc_by_step" in r]
+    out.append({
+        "name": workdir.name, "method": method, "command": first["command"], "revision": first["revision"],
+        "seeds": config["num_seeds"], "root_seed": config["seed"],
+        "epochs_done": epochs[-1] + 1, "epochs": config["num_epochs"], "steps_per_epoch": config["steps_per_epoch"],
+        "epoch_list": epochs, "curve": curve, "final": float(curve[-1]), "best": float(curve.max()),
+        "best_epoch": int(epochs[int(np.argmax(curve))]) + 1,
+        "pattern": float(np.mean([r.get("test_pattern_acc", np.nan) for r in last])),
+        "worst_step": float(np.min(np.mean(by_step, 0))) if by_step else float("nan"),
+        "diverged": any(r.get("diverged") for r in last),
+    })
+  return out
+
+
+def markdown(probes: list[dict]) -> str:
+  lines = ["| probe | method | seeds (root) | epochs done | final (%) | best (%) @ epoch | pattern (%) | "
+           "worst recall step (%) | revision | command |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for p in probes:
+    worst = "-" if np.isnan(p["worst_step"]) else f"{100 * p['worst_step']:.1f}"
+    lines.append(
+        f"| {p['name']} | {p['method']} | {p['seeds']} ({p['root_seed']}) | {p['epochs_done']}/{p['epochs']} "
+        f"x {p['steps_per_epoch']} | {100 * p['final']:.2f}{' (div.)' if p['diverged'] else ''} | "
+        f"{100 * p['best']:.2f} @ {p['best_epoch']} | {100 * p['pattern']:.1f} | {worst} | `{p['revision']}` | "
+        f"`{p['command']}` |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(probes: list[dict], path: pathlib.Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(9, 5.5))
+  for p in probes:
+    steps = (np.asarray(p["epoch_list"]) + 1) * p["steps_per_epoch"]
+    ax.plot(steps, 100 * p["curve"], label=f"{p['name']} ({p['method']})", lw=1.2)
+  ax.set_xlabel("optimizer steps")
+  ax.set_ylabel("test accuracy (%)")
+  ax.set_ylim(45, 100)
+  ax.axhline(99, color="k", lw=0.6, ls="--")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=6, ncol=2, loc="lower right")
+  fig.tight_layout()
+  checkpoints.atomic_savefig(fig, path, dpi=110)
+  plt.close(fig)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("workdirs", nargs="+", type=pathlib.Path)
+  parser.add_argument("--out", type=pathlib.Path, required=True)
+  args = parser.parse_args()
+  probes = [p for w in args.workdirs for p in load_probe(w)]
+  if not probes:
+    raise SystemExit("no probe has a finished epoch yet")
+  args.out.mkdir(parents=True, exist_ok=True)
+  text = markdown(probes)
+  checkpoints.atomic_write_text(args.out / "probes.md", text)
+  buf = io.StringIO()
+  writer = csv.writer(buf)
+  keys = ["name", "method", "seeds", "root_seed", "epochs_done", "epochs", "steps_per_epoch", "final", "best",
+          "best_epoch", "pattern", "worst_step", "diverged", "revision", "command"]
+  writer.writerow(keys)
+  for p in probes:
+    writer.writerow([p[k] for k in keys])
+  checkpoints.atomic_write_text(args.out / "probes.csv", buf.getvalue())
+  plot(probes, args.out / "probes.png")
+  print(text)
+
+
+if __name__ == "__main__":
+  main()
