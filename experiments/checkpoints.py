@@ -60,6 +60,13 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
   return rows
 
 
+def wall_seconds(directory: pathlib.Path) -> float:
+  """A method's training wall time from its ``timing.jsonl`` (every invocation, resumes included;
+  compile time sits in the first epoch of each). NaN when the file is absent or empty."""
+  rows = read_jsonl(pathlib.Path(directory) / "timing.jsonl")
+  return float(sum(r["seconds"] for r in rows)) if rows else float("nan")
+
+
 def save_checkpoint(directory: pathlib.Path, epoch: int, target: Any, keep: int = 2) -> None:
   """Saves ``target`` (a pytree of arrays) as ``checkpoint_<epoch>.msgpack``; keeps the newest ``keep``."""
   directory = pathlib.Path(directory)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from rhel_jax.gradients import METHODS
-from rhel_jax.model import ACTIVATIONS
+from rhel_jax.model import ACTIVATIONS, PARAM_NAMES
 
 _SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
@@ -108,6 +108,9 @@ def validate_config(config) -> None:
         isinstance(n, bool) or not isinstance(n, int) or not shortest <= n <= t.seq_len for n in lengths):
       raise ValueError(f"config.task.curriculum must be a tuple of ints in [{shortest}, seq_len={t.seq_len}] "
                        f"(the pattern, marker and recall window need {shortest} steps), got {lengths!r}")
+  frozen = _get(config, "train.frozen_params")
+  if isinstance(frozen, str) or not isinstance(frozen, (tuple, list)) or any(k not in PARAM_NAMES for k in frozen):
+    raise ValueError(f"config.train.frozen_params must be a tuple of names from {list(PARAM_NAMES)}, got {frozen!r}")
   _choice(config, "model.w_init", ("gaussian", "spectral"))
   if config.model.w_init == "spectral":
     _float(config, "model.omega_min")

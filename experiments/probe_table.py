@@ -5,7 +5,7 @@
 For a recipe search: each probe is an ordinary run (usually one method, one validation seed);
 this collects what was run and what it gave, so the path to a recipe can be retraced. Writes
 ``probes.md`` (rows in the order given), ``probes.png`` (test metric per epoch, one line per
-probe and method) and ``probes.csv``.
+probe and method), ``probes.csv`` and ``curves.jsonl`` (the plotted points).
 """
 from __future__ import annotations
 
@@ -104,6 +104,9 @@ def main():
   for p in probes:
     writer.writerow([p[k] for k in keys])
   checkpoints.atomic_write_text(args.out / "probes.csv", buf.getvalue())
+  checkpoints.write_jsonl(args.out / "curves.jsonl", [
+      {"probe": p["name"], "method": p["method"], "epoch": int(e), "test": float(v)}
+      for p in probes for e, v in zip(p["epoch_list"], p["curve"])])
   plot(probes, args.out / "probes.png")
   print(text)
 

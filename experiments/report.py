@@ -50,7 +50,8 @@ def load_run(workdir: pathlib.Path) -> dict:
     except json.JSONDecodeError as e:
       raise ValueError(f"{final_path}: not valid JSON ({e})") from e
     run["methods"][method] = {"final": final,
-                              "alignment": checkpoints.read_jsonl(workdir / method / "alignment.jsonl")}
+                              "alignment": checkpoints.read_jsonl(workdir / method / "alignment.jsonl"),
+                              "wall_seconds": checkpoints.wall_seconds(workdir / method)}
   return run
 
 
@@ -90,25 +91,45 @@ def table1(runs: list[dict]) -> tuple[str, str]:
   """Markdown and CSV of final accuracy per (method, task)."""
   tasks = list(dict.fromkeys(r["task"] for r in runs))
   methods = list(dict.fromkeys(m for r in runs for m in r["config"]["methods"]))
-  cells, out = {}, io.StringIO()
+  cells, walls, out = {}, {}, io.StringIO()
   writer = csv.writer(out)
-  writer.writerow(["method", "task", "workdir", "mean_pct", "std_pct", "seeds", "diverged_seeds", "epochs"])
+  writer.writerow(["method", "task", "workdir", "mean_pct", "std_pct", "seeds", "diverged_seeds", "epochs",
+                   "wall_seconds"])
   for r in runs:
     for method, data in r["methods"].items():
       ok = ~np.asarray(data["final"]["diverged"], bool)
       mean, std = _mean_std(np.asarray(data["final"][PRIMARY[r["task"]]])[ok])
       cells[method, r["task"]] = f"{100 * mean:.2f} ± {100 * std:.2f}" + ("" if ok.all() else f" ({(~ok).sum()} div.)")
       writer.writerow([method, r["task"], str(r["workdir"]), f"{100 * mean:.4f}", f"{100 * std:.4f}", int(ok.sum()),
-                       np.flatnonzero(~ok).tolist(), r["config"]["num_epochs"]])
-  head = "| method | " + " | ".join(f"{t} (ours) | {t} (paper)" for t in tasks) + " |"
-  lines = [head, "|---|" + "---|---|" * len(tasks)]
+                       np.flatnonzero(~ok).tolist(), r["config"]["num_epochs"], f"{data['wall_seconds']:.0f}"])
+      walls[method, r["task"]] = data["wall_seconds"]
+  head = "| method | " + " | ".join(f"{t} (ours) | {t} (paper) | {t} wall time" for t in tasks) + " |"
+  lines = [head, "|---|" + "---|---|---|" * len(tasks)]
   for method in methods:
-    row = [f"{cells.get((method, t), 'not finished')} | {PAPER_TABLE1.get((t, _paper_name(method)), '-')}" for t in tasks]
+    row = [f"{cells.get((method, t), 'not finished')} | {PAPER_TABLE1.get((t, _paper_name(method)), '-')} | "
+           f"{_fmt_hours(walls.get((method, t), math.nan))}" for t in tasks]
     lines.append(f"| {method} | " + " | ".join(row) + " |")
   lines += ["", "Mean ± std over seeds of the final test accuracy (%): per-bit recall accuracy for "
-            "Copy-Paste, 20-way accuracy for Heidelberg Digits. Runs: " +
+            "Copy-Paste, 20-way accuracy for Heidelberg Digits. `readout` trains only the readout of the "
+            "untrained network (the memory floor; not in the paper). Wall time: the method's training, all "
+            "seeds at once, one CPU core unless the run says otherwise. Runs: " +
             ", ".join(f"`{r['workdir']}` ({r['config']['num_epochs']} epochs)" for r in runs) + "."]
+  for r in runs:
+    by_step = {m: np.mean(np.asarray(d["final"]["test_acc_by_step"])[~np.asarray(d["final"]["diverged"], bool)], 0)
+               for m, d in r["methods"].items() if "test_acc_by_step" in d["final"]}
+    if by_step:
+      window = len(next(iter(by_step.values())))
+      lines += ["", f"{r['task']}: recall accuracy (%) at each step of the recall window, mean over seeds "
+                "(50 = chance):", "", "| method | " + " | ".join(f"r{i + 1}" for i in range(window)) + " |",
+                "|---|" + "---|" * window]
+      lines += [f"| {m} | " + " | ".join(f"{100 * a:.1f}" for a in acc) + " |" for m, acc in by_step.items()]
   return "\n".join(lines) + "\n", out.getvalue()
+
+
+def _fmt_hours(seconds: float) -> str:
+  if math.isnan(seconds):
+    return "-"
+  return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
 def _paper_name(method: str) -> str:

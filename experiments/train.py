@@ -119,6 +119,8 @@ class MethodTrainer:
     def train_step(state, i):
       step = epoch * self.steps_per_epoch + i
       loss, grads = self._grads(state["params"], self.task.train_batch(data_key, step, seq_len))
+      # Frozen tensors get no update (and do not count towards the clipping norm).
+      grads = {k: jnp.zeros_like(g) if k in self.config.train.frozen_params else g for k, g in grads.items()}
       ok = jnp.isfinite(loss) & _all_finite(grads) & ~state["diverged"]
       updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
       params = optax.apply_updates(state["params"], updates)
@@ -279,14 +281,7 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
   result = {"method": method, "diverged": to_host(state["diverged"]).tolist(),
             **{f"test_{k}": to_host(v).tolist() for k, v in final.items()}}
   checkpoints.atomic_write_text(directory / "final.json", json.dumps(result, indent=1))
-  return {**result, "wall_seconds": wall_seconds(directory)}
-
-
-def wall_seconds(directory: pathlib.Path) -> float:
-  """A method's training wall time over every invocation that trained it (resumes included);
-  compile time sits in the first epoch of each invocation. NaN if an epoch has no timing."""
-  rows = checkpoints.read_jsonl(directory / "timing.jsonl")
-  return float(sum(r["seconds"] for r in rows)) if rows else math.nan
+  return {**result, "wall_seconds": checkpoints.wall_seconds(directory)}
 
 
 def _git_revision() -> str:
@@ -373,22 +368,34 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
   path = workdir / "config.json"
   if path.exists():
     saved = json.loads(path.read_text())
-    if saved != resolved:
+    diff = sorted(_diff_keys(saved, resolved))
+    # Fields that a newer version of the code added (absent from the saved config) default to the
+    # old behaviour, so a long run resumes across such a change; any other difference is refused.
+    changed = [k for k, added in diff if not added]
+    if changed:
       if not overwrite:
-        diff = sorted(_diff_keys(saved, resolved))
-        raise ValueError(f"workdir {workdir} holds a run with a different config (fields {diff}); "
+        raise ValueError(f"workdir {workdir} holds a run with a different config (fields {changed}); "
                          "use another --workdir, or --overwrite to delete that run")
       shutil.rmtree(workdir)
+    elif diff:
+      logging.info("workdir %s: config fields new since the run started, at their defaults: %s", workdir,
+                   [k for k, _ in diff])
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoints.atomic_write_text(path, json.dumps(resolved, indent=1, sort_keys=True))
 
 
-def _diff_keys(a, b, prefix=""):
-  if isinstance(a, dict) and isinstance(b, dict):
-    for k in set(a) | set(b):
-      yield from _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-  elif a != b:
-    yield prefix.rstrip(".")
+_MISSING = object()
+
+
+def _diff_keys(saved, new, prefix=""):
+  """Yields ``(dotted field, added)`` for each difference; ``added``: the field is not in ``saved``."""
+  if isinstance(saved, dict) and isinstance(new, dict):
+    for k in set(saved) | set(new):
+      yield from _diff_keys(saved.get(k, _MISSING), new.get(k, _MISSING), f"{prefix}{k}.")
+  elif saved is _MISSING:
+    yield prefix.rstrip("."), True
+  elif saved != new:
+    yield prefix.rstrip("."), False
 
 
 def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: bool = False,

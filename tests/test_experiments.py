@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 
+import jax
 import numpy as np
 from absl.testing import absltest
 
@@ -175,6 +176,35 @@ class RunExperimentTest(_TempDirs):
       train.run_experiment(tiny_config(seed=4), workdir)
     train.prepare_workdir(tiny_config(seed=4), workdir, overwrite=True)
     self.assertEqual(json.loads((workdir / "config.json").read_text())["seed"], 4)
+
+  def test_a_field_added_by_newer_code_does_not_block_resuming(self):
+    workdir = pathlib.Path(self.tmp())
+    train.prepare_workdir(tiny_config(), workdir, overwrite=False)
+    saved = json.loads((workdir / "config.json").read_text())
+    del saved["train"]["frozen_params"]  # as written by the code before that field existed
+    (workdir / "config.json").write_text(json.dumps(saved))
+    train.prepare_workdir(tiny_config(), workdir, overwrite=False)
+    self.assertEqual(json.loads((workdir / "config.json").read_text())["train"]["frozen_params"], [])
+    saved["train"]["lr"] = 0.5  # but a changed one still does
+    (workdir / "config.json").write_text(json.dumps(saved))
+    with self.assertRaisesRegex(ValueError, r"different config \(fields \['train.lr'\]"):
+      train.prepare_workdir(tiny_config(), workdir, overwrite=False)
+
+  def test_frozen_params_keep_their_initial_values(self):
+    workdir = pathlib.Path(self.tmp())
+    config = tiny_config(methods=("bptt",), num_epochs=1, checkpoint_every=1, alignment_epochs=())
+    config.train.frozen_params = ("W", "b")
+    train.run_experiment(config, workdir)
+    trainer = train.MethodTrainer(config, train.build_task(config, np.float32), "bptt", np.float32)
+    keys = jax.vmap(lambda k: jax.random.split(k, 4))(jax.random.split(jax.random.key(config.seed), 2))[:, 0]
+    init = trainer.init(keys)
+    _, trained = checkpoints.restore_latest(workdir / "bptt", init)
+    for name in ("W", "b"):
+      np.testing.assert_array_equal(trained["params"][name], init["params"][name])
+    for name in ("B", "W_out"):
+      self.assertFalse(np.array_equal(trained["params"][name], init["params"][name]), name)
+    with self.assertRaisesRegex(ValueError, "config.train.frozen_params"):
+      train.validate_config(tiny_config(**{"train.frozen_params": ("V",)}))
 
 
 class HeidelbergDigitsExperimentTest(_TempDirs):
