@@ -1,13 +1,16 @@
-"""Mode frequencies of the linearised network at init, per W init (Copy-Paste recipe study).
+"""Mode frequencies of the linearised network at init per W init, and after training.
 
     python -m benchmarks.spectrum --out docs/results/spectrum
+    python -m benchmarks.spectrum --out DIR --runs runs/copy_paste_full_a runs/copy_paste_full_b
 
 Near rest (rho(0) = 0, rho'(0) = 1) the network is ``phi'' = -(alpha I + W / beta) phi``: mode m
 oscillates at omega_m = sqrt(eigenvalue m), and an eigenvalue below 0 is an unstable mode (the
 network leaves rest and the tanh takes over). To tell apart recall steps two leapfrog steps
 apart (dt = 0.5) after ~390 steps, a linear readout needs modes whose phases differ across the
 window: the spread of omega is what it has to work with. Writes ``spectrum.md`` (a table per
-init, over 5 seeds of the init key) and ``spectrum.png`` (histograms).
+init, over 5 seeds of the init key) and ``spectrum.png`` (histograms). With ``--runs``, also
+``trained.md``: the same numbers for each method's final ``W`` in those workdirs (per seed,
+read from the newest checkpoint) and how far training moved ``W`` and ``B`` from their init.
 """
 from __future__ import annotations
 
@@ -37,10 +40,70 @@ def frequencies(kwargs: dict, seed: int, alpha: float = 1.0, beta: float = 1.0) 
   return np.sign(ev) * np.sqrt(np.abs(ev))
 
 
+def _linearised(w: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+  ev = np.linalg.eigvalsh(alpha * np.eye(len(w)) + (w + w.T) / 2 / beta)
+  return np.sign(ev) * np.sqrt(np.abs(ev))
+
+
+def trained_table(workdirs: list[pathlib.Path]) -> str:
+  """Per (workdir, method): the trained W's mode frequencies and the distance from init, mean over seeds."""
+  import json
+  lines = ["| run | method | epoch | omega min | omega max | unstable modes | |W - W0| / |W0| | |B - B0| / |B0| |",
+           "|---|---|---|---|---|---|---|---|"]
+  for workdir in workdirs:
+    config = json.loads((workdir / "config.json").read_text())
+    m = config["model"]
+    for method in config["methods"]:
+      final = _newest_checkpoint(workdir / method)
+      if final is None:
+        continue
+      epoch, params = final
+      per_seed = [_linearised(np.asarray(w, np.float64), m["alpha"], m["beta"]) for w in params["W"]]
+      stable = [w[w > 0] for w in per_seed]
+      init = _init_params(config, len(per_seed))
+      moved = {name: np.mean([np.linalg.norm(a - b) / np.linalg.norm(b)
+                              for a, b in zip(np.asarray(params[name]), init[name])]) for name in ("W", "B")}
+      lines.append(f"| {workdir.name} | {method} | {epoch} | {np.mean([w.min() for w in stable]):.3f} | "
+                   f"{np.mean([w.max() for w in stable]):.3f} | {np.mean([(w < 0).sum() for w in per_seed]):.1f} | "
+                   f"{moved['W']:.3f} | {moved['B']:.3f} |")
+  return "\n".join(lines) + "\n"
+
+
+def _newest_checkpoint(directory: pathlib.Path):
+  """(epoch, params) of the newest checkpoint, or None; params keep their leading seed axis."""
+  from flax import serialization
+  found = sorted((int(p.stem.split("_")[1]), p) for p in directory.glob("checkpoint_*.msgpack"))
+  if not found:
+    return None
+  epoch, path = found[-1]
+  return epoch, serialization.msgpack_restore(path.read_bytes())["params"]
+
+
+def _init_params(config: dict, num_seeds: int) -> dict:
+  """The sweep's initial parameters, rebuilt from the config exactly as the trainer draws them."""
+  import json
+  import ml_collections
+  from experiments import copy_paste, heidelberg_digits, train
+  from experiments.tasks import build_task
+  module = copy_paste if config["task"]["name"] == "copy_paste" else heidelberg_digits
+  # Fields newer than the run take their defaults (as when it resumes).
+  def overlay(base, saved):
+    return {k: overlay(base[k], saved[k]) if isinstance(base.get(k), dict) and k in saved else saved.get(k, v)
+            for k, v in base.items()}
+  cfg = ml_collections.ConfigDict(overlay(json.loads(module.get_config().to_json_best_effort()), config))
+  task = build_task(cfg, np.float32)
+  trainer = train.MethodTrainer(cfg, task, config["methods"][0], np.float32)
+  seed_keys = jax.random.split(jax.random.key(cfg.seed), num_seeds)
+  init_keys = jax.vmap(lambda k: jax.random.split(k, 4))(seed_keys)[:, 0]
+  return jax.tree.map(np.asarray, trainer.init(init_keys)["params"])
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", type=pathlib.Path, required=True)
   parser.add_argument("--seeds", type=int, default=5)
+  parser.add_argument("--runs", type=pathlib.Path, nargs="*", default=[],
+                      help="workdirs whose trained W to analyse as well (writes trained.md)")
   args = parser.parse_args()
   lines = ["| W init (N=64, alpha=beta=1) | omega min | omega max | spread (max - min) | unstable modes |",
            "|---|---|---|---|---|"]
@@ -71,6 +134,10 @@ def main():
   checkpoints.atomic_savefig(fig, args.out / "spectrum.png", dpi=100)
   plt.close(fig)
   print(text)
+  if args.runs:
+    trained = trained_table(args.runs)
+    checkpoints.atomic_write_text(args.out / "trained.md", trained)
+    print(trained)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,29 @@ class RunExperimentTest(_TempDirs):
     self.assertEqual(summary["rhel"][0][2], 2)  # seeds per point
     report.figure1([run], workdir / "figure1.png")
     self.assertGreater((workdir / "figure1.png").stat().st_size, 1000)
+    by_tensor = report.alignment_by_tensor([run])
+    self.assertLen([l for l in by_tensor.splitlines() if l.startswith("| copy_paste | rhel")], 4)  # 2 methods x 2 epochs
+    self.assertIn("recall accuracy (%) at each step", markdown)
+    for method in config.methods:
+      self.assertLen(checkpoints.read_jsonl(workdir / method / "timing.jsonl"), 3)
+      self.assertGreater(checkpoints.wall_seconds(workdir / method), 0)
+      self.assertLen(_final(workdir, method)["test_acc_by_step"][0], config.task.pattern_length * 2)
+
+  def test_report_merges_a_sweep_split_over_workdirs(self):
+    first, second, other = (pathlib.Path(self.tmp()) for _ in range(3))
+    train.run_experiment(tiny_config(num_epochs=1, alignment_epochs=(0,), methods=("bptt",)), first)
+    train.run_experiment(tiny_config(num_epochs=1, alignment_epochs=(0,), methods=("readout",)), second)
+    merged = report.merge_runs([report.load_run(first), report.load_run(second)])
+    self.assertLen(merged, 1)
+    self.assertEqual(sorted(merged[0]["methods"]), ["bptt", "readout"])
+    markdown, _ = report.table1(merged)
+    self.assertIn("| readout |", markdown)
+    self.assertIn("| bptt |", markdown)
+    train.run_experiment(tiny_config(num_epochs=1, alignment_epochs=(0,), methods=("rhel",), seed=7), other)
+    with self.assertRaisesRegex(ValueError, "different configs"):
+      report.merge_runs([report.load_run(first), report.load_run(other)])
+    with self.assertRaisesRegex(ValueError, "appear in both"):
+      report.merge_runs([report.load_run(first), report.load_run(first)])
 
   def test_resume_after_interruption_is_bit_identical_to_an_uninterrupted_run(self):
     config = tiny_config(methods=("rhel",), num_epochs=4)
