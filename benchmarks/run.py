@@ -8,6 +8,8 @@ gradient plus an Adam update, jitted together. Times are medians of ``--repeats`
 warm-up, with the methods interleaved round-robin so that ratios compare like with like; peak
 memory is measured per configuration in a fresh process (``VmHWM``, plus XLA's temp buffers).
 Also times the forward phase against a bare ``lax.scan`` of the same leapfrog step.
+``stack:<method>`` rows train a user-style model instead (``examples.stacked_rnn``: encoder, two
+``rhel_jax.nn.HamiltonianRNN`` layers of width N, MLP head) with ``jax.value_and_grad``, batch 8.
 Each measurement is one JSON line on stdout (``method``, ``T``, ``N``, ``step_ms``, ``peak_mb``,
 ``xla_temp_mb``; the memory fields are null where memory was not measured: ``forward``,
 ``bare_scan``, ``--no-memory``, and in ``--quick`` all but bptt and rhel at the longest T);
@@ -22,8 +24,13 @@ import subprocess
 import sys
 import time
 
-METHODS = ("bptt", "rhel", "rhel_centered", "tbptt", "eprop", "rhel+exact", "rhel_centered+exact")
+METHODS = ("bptt", "rhel", "rhel_centered", "tbptt", "eprop", "rhel+exact", "rhel_centered+exact",
+           "stack:bptt", "stack:rhel", "stack:rhel_centered")
 BATCH, N_IN, N_OUT = 64, 4, 3
+# The stack's own activations (each layer's (T, batch, N) output, which the layer above and the
+# head need in any method) grow with T; a small batch keeps them below the process's baseline, so
+# what the backward pass itself keeps shows.
+STACK_BATCH = 8
 
 
 def _problem(steps: int, n: int):
@@ -62,6 +69,38 @@ def make_train_step(method: str, model):
   return step, optimizer
 
 
+def make_stack_step(method: str, steps: int, n: int):
+  """``run()`` of one jitted train step (jax.value_and_grad + Adam) of a user-style model:
+  Linear encoder -> two ``rhel_jax.nn.HamiltonianRNN`` layers of width n -> MLP head, BCE on
+  Copy-Paste data; ``stack:<method>`` sets the layers' method. Also returns the jitted step and
+  its arguments (for memory analysis)."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+  from examples.stacked_rnn import StackedModel
+  from rhel_jax.copy_task import CopyTask
+  from rhel_jax.losses import bce
+  task = CopyTask(seq_len=steps)
+  inputs, targets, mask = task.sample(jax.random.key(1), STACK_BATCH)
+  mask = jnp.broadcast_to(mask, (STACK_BATCH, steps))
+  graphdef, state = nnx.split(StackedModel(task.n_in, task.n_out, n, method.split(":")[1], rngs=nnx.Rngs(0)))
+  optimizer = optax.adam(1e-3)
+  opt_state = optimizer.init(state)
+
+  @jax.jit
+  def step(state, opt_state, inputs, targets, mask):
+    loss, grads = jax.value_and_grad(lambda s: bce(nnx.merge(graphdef, s)(inputs), targets, mask))(state)
+    updates, opt_state = optimizer.update(grads, opt_state, state)
+    return optax.apply_updates(state, updates), opt_state, loss
+  args = (state, opt_state, inputs, targets, mask)
+  return (lambda: step(*args)), step, args
+
+
+def _batch(method: str) -> int:
+  return STACK_BATCH if method.startswith("stack:") else BATCH
+
+
 def _block(x):
   import jax
   return jax.block_until_ready(x)
@@ -77,6 +116,9 @@ def time_configuration(steps: int, n: int, methods, repeats: int) -> list[dict]:
   params, model, inputs, targets, mask = _problem(steps, n)
   runners = {}
   for method in methods:
+    if method.startswith("stack:"):
+      runners[method] = make_stack_step(method, steps, n)[0]
+      continue
     step, optimizer = make_train_step(method, model)
     opt_state = optimizer.init(params)
     runners[method] = lambda step=step, opt_state=opt_state: step(params, opt_state, inputs, targets, mask)
@@ -95,7 +137,7 @@ def time_configuration(steps: int, n: int, methods, repeats: int) -> list[dict]:
       start = time.perf_counter()
       _block(run())
       samples[name].append(time.perf_counter() - start)
-  return [{"method": name, "T": steps, "N": n, "batch": BATCH, "step_ms": 1e3 * float(np.median(s)),
+  return [{"method": name, "T": steps, "N": n, "batch": _batch(name), "step_ms": 1e3 * float(np.median(s)),
            "runs": len(s)} for name, s in samples.items()]
 
 
@@ -108,13 +150,16 @@ def peak_rss_mb() -> float:
 def memory_child(method: str, steps: int, n: int) -> dict:
   """Runs one train step of ``method`` in this (fresh) process; returns peak memory figures."""
   import jax
-  params, model, inputs, targets, mask = _problem(steps, n)
-  step, optimizer = make_train_step(method, model)
-  opt_state = optimizer.init(params)
-  compiled = step.lower(params, opt_state, inputs, targets, mask).compile()
+  if method.startswith("stack:"):
+    _, step, args = make_stack_step(method, steps, n)
+  else:
+    params, model, inputs, targets, mask = _problem(steps, n)
+    step, optimizer = make_train_step(method, model)
+    args = (params, optimizer.init(params), inputs, targets, mask)
+  compiled = step.lower(*args).compile()
   stats = compiled.memory_analysis()
-  jax.block_until_ready(compiled(params, opt_state, inputs, targets, mask))
-  return {"method": method, "T": steps, "N": n, "batch": BATCH, "peak_mb": peak_rss_mb(),
+  jax.block_until_ready(compiled(*args))
+  return {"method": method, "T": steps, "N": n, "batch": _batch(method), "peak_mb": peak_rss_mb(),
           "xla_temp_mb": stats.temp_size_in_bytes / 2**20}
 
 
@@ -138,8 +183,9 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
   commands = sorted({r["command"] for r in rows if "command" in r})
   lines = [f"Command: `{c}`" for c in commands] + [f"Git revision: `{', '.join(revisions)}`", "",
            "| method | T | N | step (ms) | ratio to bptt | peak RSS (MB) | XLA temp (MB) |", "|---|---|---|---|---|---|---|"]
+  # Ratios compare like with like: stack rows against stack:bptt.
   for (method, steps, n), ms in sorted(times.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
-    base = times.get(("bptt", steps, n))
+    base = times.get(("stack:bptt" if method.startswith("stack:") else "bptt", steps, n))
     mem = mems.get((method, steps, n), {})
     peak = f"{mem['peak_mb']:.0f} | {mem['xla_temp_mb']:.1f}" if mem else "- | -"
     lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | " + (f"{ms / base:.2f}" if base else "-") + f" | {peak} |")

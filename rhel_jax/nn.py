@@ -1,0 +1,87 @@
+"""Flax NNX layer: the Hamiltonian RNN as a drop-in recurrent layer, trained by BPTT or by RHEL.
+
+    from flax import nnx
+    from rhel_jax.nn import HamiltonianRNN
+
+    layer = HamiltonianRNN(4, 64, method="rhel_centered", rngs=nnx.Rngs(0))
+    y = layer(u)                    # (batch, T, 4) -> (batch, T, 64): rho(phi) at the kick positions
+
+Under ``jax.grad`` / ``nnx.grad`` with ``method='rhel'`` or ``'rhel_centered'`` the layer's
+backward pass is the echo (:mod:`rhel_jax.layer`): the cotangent of its outputs is the nudge,
+the forward pass keeps only the final state, and the VJP returns the gradients of ``W``, ``b``,
+``B`` and of the inputs, so layers below (and an encoder) learn too; stacked layers chain
+their echoes. ``method='bptt'`` is plain autodiff, the reference.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rhel_jax.gradients import default_eps
+from rhel_jax.layer import LAYER_METHODS, hamiltonian_layer
+from rhel_jax.model import ModelConfig, init_params
+
+
+class HamiltonianRNN(nnx.Module):
+  """This paper's Hamiltonian RNN (``W`` used through its symmetric part) as an NNX layer.
+
+  Args:
+    in_features: input width ``n_in``.
+    hidden_features: number of units ``N``.
+    method: ``'bptt'``, ``'rhel'`` (one-sided, bias O(eps)) or ``'rhel_centered'`` (bias O(eps^2)).
+    eps: RHEL nudge per sequence; None: :func:`rhel_jax.default_eps` for ``param_dtype``.
+    alpha, beta, dt, rho: the Hamiltonian and the leapfrog step (:class:`rhel_jax.ModelConfig`).
+    exact_reversible: not supported by the layer (its echo runs in floating point); use
+      :func:`rhel_jax.gradient` for the exact mode.
+    param_dtype: dtype of the parameters and of the computation.
+    w_scale, in_scale, b_scale: init scales (:func:`rhel_jax.init_params`).
+    spectrum: ``(omega_min, omega_max)`` to draw ``W`` with spread mode frequencies instead
+      (:func:`rhel_jax.spectral_weights`).
+    rngs: ``nnx.Rngs``; the ``params`` stream draws the init.
+
+  Call: ``layer(u)`` with ``u`` (batch, T, in_features) returns (batch, T, hidden_features).
+  """
+
+  def __init__(self, in_features: int, hidden_features: int, *, method: str = "bptt",
+               eps: Optional[float] = None, alpha: float = 1.0, beta: float = 1.0, dt: float = 0.5,
+               rho: str = "tanh", exact_reversible: bool = False, param_dtype=jnp.float32,
+               w_scale: float = 0.5, in_scale: float = 0.5, b_scale: float = 0.1,
+               spectrum: Optional[tuple[float, float]] = None, rngs: nnx.Rngs):
+    for name, value in (("in_features", in_features), ("hidden_features", hidden_features)):
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"HamiltonianRNN.{name} must be a positive int, got {value!r}")
+    if method not in LAYER_METHODS:
+      raise ValueError(f"HamiltonianRNN.method must be one of {list(LAYER_METHODS)}, got {method!r}")
+    if exact_reversible:
+      raise ValueError("HamiltonianRNN.exact_reversible=True is not supported: the layer's echo runs in "
+                       "floating point (rhel_jax.gradient has the exact mode for the one-layer model)")
+    try:
+      self.model = ModelConfig(alpha=alpha, beta=beta, dt=dt, rho=rho)
+    except ValueError as e:
+      raise ValueError(f"HamiltonianRNN: {e}".replace("ModelConfig.", "")) from None
+    if eps is None:
+      eps = default_eps(param_dtype, self.model)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+      raise ValueError(f"HamiltonianRNN.eps must be a number > 0, got {eps!r}")
+    self.in_features, self.hidden_features = in_features, hidden_features
+    self.method, self.eps = method, float(eps)
+    p = init_params(rngs.params(), in_features, hidden_features, 1, dtype=param_dtype, w_scale=w_scale,
+                    in_scale=in_scale, b_scale=b_scale,
+                    spectrum=None if spectrum is None else (alpha, beta, *spectrum))
+    self.W, self.b, self.B = nnx.Param(p["W"]), nnx.Param(p["b"]), nnx.Param(p["B"])
+
+  def __call__(self, u: jax.Array) -> jax.Array:
+    if u.ndim != 3:
+      raise ValueError(f"HamiltonianRNN: input must be (batch, T, in_features={self.in_features}), "
+                       f"got shape {tuple(u.shape)}")
+    if u.shape[-1] != self.in_features:
+      raise ValueError(f"HamiltonianRNN.in_features={self.in_features} but the input has "
+                       f"{u.shape[-1]} features (shape {tuple(u.shape)})")
+    params = {"W": self.W[...], "b": self.b[...], "B": self.B[...]}
+    u_tm = jnp.swapaxes(u.astype(params["W"].dtype), 0, 1)
+    ys = hamiltonian_layer(params, self.model, u_tm, method=self.method, eps=self.eps)
+    return jnp.swapaxes(ys, 0, 1)
