@@ -107,7 +107,12 @@ class TransformationsTest(chex.TestCase):
     graphdef, state = nnx.split(Stack("rhel_centered", 1e-5))
     x, y = _data(30)
     grad = self.variant(jax.grad(_loss_fn(graphdef)))
-    chex.assert_trees_all_close(grad(state, x, y), jax.grad(_loss_fn(graphdef))(state, x, y), rtol=1e-10)
+    # Fused (jit) and eager arithmetic round differently and the echo divides that by eps = 1e-5,
+    # so compare each tensor as a whole (relative to its norm), not element by element.
+    got, want = _leaves(grad(state, x, y)), _leaves(jax.grad(_loss_fn(graphdef))(state, x, y))
+    self.assertEqual(got.keys(), want.keys())
+    for name in want:
+      self.assertLess(rel_error(got[name], want[name]), 1e-7, name)
 
   def test_grad_of_jit_equals_jit_of_grad(self):
     graphdef, state = nnx.split(Stack("rhel", 1e-6))
