@@ -198,6 +198,17 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
       lines.append(f"| {n} | {steps} | " + " | ".join(
           f"{times[e, steps, n] / times[m, steps, n]:.2f}" if (e, steps, n) in times and (m, steps, n) in times
           else "-" for m, e in pairs) + " |")
+  lengths = sorted({steps for _, steps, _ in mems})
+  if len(lengths) > 1:
+    lo, hi = lengths[0], lengths[-1]
+    lines += ["", f"Peak memory growth from T={lo} to T={hi}:", "",
+              f"| method | N | peak RSS T={lo} (MB) | peak RSS T={hi} (MB) | growth | XLA temp T={lo} / T={hi} (MB) |",
+              "|---|---|---|---|---|---|"]
+    for method, n in sorted({(m, w) for m, _, w in mems}):
+      if (method, lo, n) in mems and (method, hi, n) in mems:
+        a, b = mems[method, lo, n], mems[method, hi, n]
+        lines.append(f"| {method} | {n} | {a['peak_mb']:.0f} | {b['peak_mb']:.0f} | "
+                     f"{100 * (b['peak_mb'] / a['peak_mb'] - 1):+.0f} % | {a['xla_temp_mb']:.1f} / {b['xla_temp_mb']:.1f} |")
   checkpoints.atomic_write_text(out / "bench.md", "\n".join(lines) + "\n")
   widths = sorted({n for _, _, n in times})
   fig, axes = plt.subplots(2, len(widths), figsize=(4 * len(widths), 6.5), squeeze=False)
