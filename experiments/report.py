@@ -31,6 +31,7 @@ PAPER_TABLE1 = {  # the seed paper's Table 1, for the side-by-side column
 }
 COLORS = {"rhel": "tab:blue", "rhel_centered": "tab:orange", "eprop": "tab:green", "tbptt": "tab:red",
           "readout": "tab:gray"}
+ORDER = ("bptt", "rhel", "rhel_centered", "eprop", "tbptt", "readout")  # Table 1's rows, then any others
 PRIMARY = {"copy_paste": "test_bit_acc", "heidelberg_digits": "test_accuracy"}
 
 
@@ -42,10 +43,16 @@ def load_run(workdir: pathlib.Path) -> dict:
     raise ValueError(f"{workdir}: not a run directory (no config.json)")
   config = json.loads(config_path.read_text())
   run = {"workdir": workdir, "config": config, "task": config["task"]["name"], "methods": {}}
+  run["in_progress"] = {}
   for method in config["methods"]:
     final_path = workdir / method / "final.json"
     if not final_path.exists():
-      continue  # unfinished method: reported as missing
+      # Unfinished: its newest epoch is reported as such (alignment and Table 1 leave it out).
+      rows = checkpoints.read_jsonl(workdir / method / "metrics.jsonl")
+      if rows:
+        last = max(r["epoch"] for r in rows)
+        run["in_progress"][method] = {"epoch": last, "rows": [r for r in rows if r["epoch"] == last]}
+      continue
     try:
       final = json.loads(final_path.read_text())
     except json.JSONDecodeError as e:
@@ -66,7 +73,7 @@ def merge_runs(runs: list[dict]) -> list[dict]:
     base = merged.get(run["task"])
     if base is None:
       merged[run["task"]] = {**run, "workdirs": [run["workdir"]], "methods": dict(run["methods"]),
-                             "config": dict(run["config"])}
+                             "in_progress": dict(run["in_progress"]), "config": dict(run["config"])}
       continue
     strip = lambda c: {k: v for k, v in c.items() if k != "methods"}
     if strip(base["config"]) != strip(run["config"]):
@@ -76,6 +83,7 @@ def merge_runs(runs: list[dict]) -> list[dict]:
     if twice:
       raise ValueError(f"method(s) {twice} appear in both {base['workdir']} and {run['workdir']}")
     base["methods"].update(run["methods"])
+    base["in_progress"].update(run["in_progress"])
     base["config"]["methods"] = list(base["config"]["methods"]) + list(run["config"]["methods"])
     base["workdirs"].append(run["workdir"])
   for run in merged.values():
@@ -91,12 +99,18 @@ def _mean_std(values) -> tuple[float, float]:
 def table1(runs: list[dict]) -> tuple[str, str]:
   """Markdown and CSV of final accuracy per (method, task)."""
   tasks = list(dict.fromkeys(r["task"] for r in runs))
-  methods = list(dict.fromkeys(m for r in runs for m in r["config"]["methods"]))
+  methods = sorted(dict.fromkeys(m for r in runs for m in r["config"]["methods"]),
+                   key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
   cells, walls, out = {}, {}, io.StringIO()
   writer = csv.writer(out)
   writer.writerow(["method", "task", "workdir", "mean_pct", "std_pct", "seeds", "diverged_seeds", "epochs",
                    "wall_seconds"])
   for r in runs:
+    for method, data in r.get("in_progress", {}).items():
+      values = [row[PRIMARY[r["task"]]] for row in data["rows"] if not row.get("diverged")]
+      mean, std = _mean_std(values)
+      cells[method, r["task"]] = (f"in progress: epoch {data['epoch'] + 1}/{r['config']['num_epochs']}, "
+                                  f"{100 * mean:.2f} ± {100 * std:.2f}")
     for method, data in r["methods"].items():
       ok = ~np.asarray(data["final"]["diverged"], bool)
       mean, std = _mean_std(np.asarray(data["final"][PRIMARY[r["task"]]])[ok])
@@ -107,7 +121,7 @@ def table1(runs: list[dict]) -> tuple[str, str]:
   head = "| method | " + " | ".join(f"{t} (ours) | {t} (paper) | {t} wall time" for t in tasks) + " |"
   lines = [head, "|---|" + "---|---|---|" * len(tasks)]
   for method in methods:
-    row = [f"{cells.get((method, t), 'not finished')} | {PAPER_TABLE1.get((t, _paper_name(method)), '-')} | "
+    row = [f"{cells.get((method, t), 'not started')} | {PAPER_TABLE1.get((t, _paper_name(method)), '-')} | "
            f"{_fmt_hours(walls.get((method, t), math.nan))}" for t in tasks]
     lines.append(f"| {method} | " + " | ".join(row) + " |")
   lines += ["", "Mean ± std over seeds of the final test accuracy (%): per-bit recall accuracy for "

@@ -112,6 +112,10 @@ class RunExperimentTest(_TempDirs):
       report.merge_runs([report.load_run(first), report.load_run(other)])
     with self.assertRaisesRegex(ValueError, "appear in both"):
       report.merge_runs([report.load_run(first), report.load_run(first)])
+    # A method without final.json (still training) shows its newest epoch, not a blank.
+    (second / "readout" / "final.json").unlink()
+    markdown, _ = report.table1(report.merge_runs([report.load_run(first), report.load_run(second)]))
+    self.assertRegex(markdown, r"\| readout \| in progress: epoch 1/1, \d+\.\d\d ± \d+\.\d\d \|")
 
   def test_resume_after_interruption_is_bit_identical_to_an_uninterrupted_run(self):
     config = tiny_config(methods=("rhel",), num_epochs=4)
