@@ -33,6 +33,8 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.train.lr = 1e-3
   c.train.schedule = "cosine"
   c.train.warmup_steps = 0
+  c.model.exact_reversible = False
+  c.method.eps = 1e-3
 
   c.task = ml_collections.ConfigDict({"name": "heidelberg_digits"})
   c.data = ml_collections.ConfigDict()

@@ -76,9 +76,9 @@ def _all_finite(tree) -> jax.Array:
 
 
 def _cosine(a, b):
-  # A zero gradient (e.g. readout's for W) is orthogonal to everything, not NaN.
+  # A zero gradient (e.g. readout's for W) is orthogonal to everything; a non-finite one stays NaN.
   norms = jnp.linalg.norm(a) * jnp.linalg.norm(b)
-  return jnp.where(norms > 0, jnp.vdot(a, b) / jnp.where(norms > 0, norms, 1), 0.0)
+  return jnp.where(norms == 0, 0.0, jnp.vdot(a, b) / jnp.where(norms == 0, 1.0, norms))
 
 
 class MethodTrainer:
