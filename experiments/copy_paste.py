@@ -75,8 +75,8 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   # RHEL phases on an integer grid of step 2**-grid_bits, so the echo retraces the forward phase
   # bit for bit (README, "Exact-reversible mode"); BPTT, tBPTT, e-prop and readout ignore it.
   # On at T=400: trained networks need a nudge that plain float32 cannot resolve. One-sided RHEL
-  # in float32 at eps 1e-3 (bias O(eps)) pushed 3 of 5 seeds into leapfrog instability within
-  # 60 epochs (docs/copy_paste_recipe.md); the exact mode affords eps 1e-5.
+  # in float32 at eps 1e-3 (bias O(eps)) drove 3 of 5 seeds' W to ~half its modes unstable
+  # (chaotic, at chance) within 60 epochs (docs/copy_paste_recipe.md); exact mode affords 1e-5.
   c.model.exact_reversible = True
   c.model.grid_bits = 26
 
