@@ -72,6 +72,7 @@ def validate_config(config) -> None:
   _float(config, "model.alpha", positive=False)
   _float(config, "model.b_scale", nonnegative=True)
   _float(config, "train.clip_norm", nonnegative=True)
+  _float(config, "train.w_lr_scale", nonnegative=True)
   _int(config, "train.warmup_steps", minimum=0)
   _choice(config, "model.rho", ACTIVATIONS)
   if not isinstance(_get(config, "model.exact_reversible"), bool):

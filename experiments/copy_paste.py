@@ -96,6 +96,9 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.train.warmup_steps = 200
   # Global-norm gradient clipping; 0 turns it off.
   c.train.clip_norm = 1.0
+  # Learning-rate multiplier for W alone (Adam moves every entry by ~lr per step, and a few steps
+  # can push the slowest modes of a spectral W past the stability edge).
+  c.train.w_lr_scale = 1.0
   # Parameters kept at their initial values (names from rhel_jax.PARAM_NAMES), e.g. ('W',) to
   # see what a method does with the input and readout alone.
   c.train.frozen_params = ()

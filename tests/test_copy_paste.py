@@ -96,6 +96,28 @@ class CurriculumTest(absltest.TestCase):
       train.validate_config(tiny_config(**{"model.w_init": "spectral", "model.omega_max": 5.0}))
 
 
+class OptimizerTest(absltest.TestCase):
+
+  def test_w_lr_scale_scales_only_the_updates_of_w(self):
+    params = {"W": jnp.ones((3, 3)), "b": jnp.ones(3), "B": jnp.ones((2, 3))}
+    grads = {"W": jnp.full((3, 3), 0.3), "b": jnp.full(3, -0.2), "B": jnp.full((2, 3), 0.1)}
+    updates = {}
+    for scale in (1.0, 0.1):
+      config = tiny_config(**{"train.w_lr_scale": scale})
+      opt = train.make_optimizer(config.train, 100)
+      state = opt.init(params)
+      for _ in range(3):
+        updates[scale], state = opt.update(grads, state, params)
+    np.testing.assert_allclose(updates[0.1]["W"], 0.1 * updates[1.0]["W"], rtol=1e-6)
+    for k in ("b", "B"):
+      np.testing.assert_array_equal(updates[0.1][k], updates[1.0][k])
+
+  def test_warmup_longer_than_the_run_names_the_field(self):
+    config = tiny_config(**{"train.schedule": "warmup_cosine", "train.warmup_steps": 500})
+    with self.assertRaisesRegex(ValueError, "config.train.warmup_steps=500"):
+      train.make_optimizer(config.train, 100)
+
+
 class RecallByStepTest(absltest.TestCase):
 
   def test_per_step_accuracy_on_a_hand_made_batch(self):
