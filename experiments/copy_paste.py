@@ -61,8 +61,10 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   # frequencies ~ U(omega_min, omega_max) (rhel_jax.spectral_weights; the leapfrog needs
   # dt * omega_max < 2). A Gaussian W puts every mode near sqrt(alpha), and 379 steps of delay
   # then train to ~95 %; spread frequencies reach 99+ % (probe table: docs/copy_paste_recipe.md).
+  # omega_min = 0.3 leaves the slowest modes a margin from the stability edge (eigenvalue 0.09;
+  # at 0.1 one Adam step can push them negative and the network turns chaotic).
   c.model.w_init = "spectral"
-  c.model.omega_min = 0.1
+  c.model.omega_min = 0.3
   c.model.omega_max = 3.0
   c.model.w_scale = 0.3
   # B ~ in_scale N(0, 1/n_in), b ~ b_scale N(0, 1). A small input keeps the pattern's imprint in
@@ -98,7 +100,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.train.clip_norm = 1.0
   # Learning-rate multiplier for W alone (Adam moves every entry by ~lr per step, and a few steps
   # can push the slowest modes of a spectral W past the stability edge).
-  c.train.w_lr_scale = 1.0
+  c.train.w_lr_scale = 0.1
   # Parameters kept at their initial values (names from rhel_jax.PARAM_NAMES), e.g. ('W',) to
   # see what a method does with the input and readout alone.
   c.train.frozen_params = ()
@@ -122,4 +124,5 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.train.warmup_steps = 0
     c.model.exact_reversible = False
     c.method.eps = 1e-3
+    c.train.w_lr_scale = 1.0
   return c

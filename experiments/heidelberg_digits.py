@@ -35,6 +35,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.train.warmup_steps = 0
   c.model.exact_reversible = False
   c.method.eps = 1e-3
+  c.train.w_lr_scale = 1.0
 
   c.task = ml_collections.ConfigDict({"name": "heidelberg_digits"})
   c.data = ml_collections.ConfigDict()

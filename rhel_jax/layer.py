@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rhel_jax.gradients import default_eps
 from rhel_jax.integrator import State, leapfrog_step
-from rhel_jax.model import ModelConfig, recurrent_drive, symmetric
+from rhel_jax.model import ModelConfig, symmetric
 
 Array = jax.Array
 LAYER_METHODS = ("bptt", "rhel", "rhel_centered")
@@ -131,10 +132,14 @@ def hamiltonian_layer(params, model: ModelConfig, inputs_tm: Array, *, method: s
     model: :class:`ModelConfig`; ``exact_reversible`` is not supported here.
     inputs_tm: (T, B, n_in), time-major.
     method: ``'bptt'`` (autodiff through the scan), ``'rhel'`` or ``'rhel_centered'`` (the echo is the VJP).
-    eps: nudge per sequence for the RHEL methods.
+    eps: nudge per sequence for the RHEL methods; None: :func:`rhel_jax.default_eps`.
   Returns:
     (T, B, N). Under ``jax.grad`` the cotangent flows to ``params`` and to ``inputs_tm``.
   """
+  if method not in LAYER_METHODS:
+    raise ValueError(f"hamiltonian_layer: method must be one of {list(LAYER_METHODS)}, got {method!r}")
   if method == "bptt":
     return _forward(params, model, inputs_tm, keep_terms=False)[0]
+  if eps is None:
+    eps = default_eps(params["W"].dtype, model)
   return _echo_layer(model, method, float(eps), params, inputs_tm)
