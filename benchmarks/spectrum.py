@@ -28,7 +28,8 @@ INITS = {  # name -> init_params keywords
     "gaussian w_scale=0.3 (old full config)": {"w_scale": 0.3},
     "gaussian w_scale=0.5 (quick config)": {"w_scale": 0.5},
     "gaussian w_scale=1.0 (issue's best probe)": {"w_scale": 1.0},
-    "spectral [0.1, 3.0] (recipe)": {"spectrum": (1.0, 1.0, 0.1, 3.0)},
+    "spectral [0.1, 3.0] (first recipe)": {"spectrum": (1.0, 1.0, 0.1, 3.0)},
+    "spectral [0.3, 3.0] (recipe)": {"spectrum": (1.0, 1.0, 0.3, 3.0)},
     "spectral [0.7, 1.3]": {"spectrum": (1.0, 1.0, 0.7, 1.3)},
 }
 
