@@ -375,9 +375,10 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
   if path.exists():
     saved = json.loads(path.read_text())
     diff = sorted(_diff_keys(saved, resolved))
-    # Fields that a newer version of the code added (absent from the saved config) default to the
-    # old behaviour, so a long run resumes across such a change; any other difference is refused.
-    changed = [k for k, added in diff if not added]
+    # A field added by newer code (absent from the saved config) is accepted when its value is the
+    # one that reproduces the code before it (ADDED_FIELDS), so a long run resumes across such a
+    # change; any other difference is refused.
+    changed = [k for k, added in diff if not added or _lookup(resolved, k) != ADDED_FIELDS.get(k, _MISSING)]
     if changed:
       if not overwrite:
         raise ValueError(f"workdir {workdir} holds a run with a different config (fields {changed}); "
@@ -391,6 +392,19 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
 
 
 _MISSING = object()
+# Config fields added after runs had been started, with the value that behaves as the code did
+# before the field existed (JSON form). Only these may be absent from a saved config.
+ADDED_FIELDS = {"train.frozen_params": [], "train.w_lr_scale": 1.0, "task.curriculum": [],
+                "task.curriculum_stage_epochs": 10, "model.w_init": "gaussian", "model.omega_min": 0.1,
+                "model.omega_max": 3.0}
+
+
+def _lookup(tree: dict, dotted: str):
+  for part in dotted.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return _MISSING
+    tree = tree[part]
+  return tree
 
 
 def _diff_keys(saved, new, prefix=""):

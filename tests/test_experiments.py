@@ -212,7 +212,15 @@ class RunExperimentTest(_TempDirs):
     (workdir / "config.json").write_text(json.dumps(saved))
     train.prepare_workdir(tiny_config(), workdir, overwrite=False)
     self.assertEqual(json.loads((workdir / "config.json").read_text())["train"]["frozen_params"], [])
-    saved["train"]["lr"] = 0.5  # but a changed one still does
+    # A new field whose value changes behaviour (here the W init) is refused, like any change.
+    spectral = tiny_config(**{"model.w_init": "spectral"})
+    train.prepare_workdir(spectral, workdir, overwrite=True)
+    saved_spectral = json.loads((workdir / "config.json").read_text())
+    del saved_spectral["model"]["w_init"]
+    (workdir / "config.json").write_text(json.dumps(saved_spectral))
+    with self.assertRaisesRegex(ValueError, r"different config \(fields \['model.w_init'\]"):
+      train.prepare_workdir(spectral, workdir, overwrite=False)
+    saved["train"]["lr"] = 0.5  # and a changed one is refused
     (workdir / "config.json").write_text(json.dumps(saved))
     with self.assertRaisesRegex(ValueError, r"different config \(fields \['train.lr'\]"):
       train.prepare_workdir(tiny_config(), workdir, overwrite=False)
