@@ -42,11 +42,11 @@ def _loss_fn(graphdef):
   def loss(state, x, y):
     out = nnx.merge(graphdef, state)(x)
     # A user's loss: Huber on the last 20 steps plus a small penalty on all outputs.
-    return jnp.mean(optax_huber(out[:, -20:] - y[:, -20:])) + 1e-2 * jnp.mean(out ** 2)
+    return jnp.mean(_huber(out[:, -20:] - y[:, -20:])) + 1e-2 * jnp.mean(out ** 2)
   return loss
 
 
-def optax_huber(d):
+def _huber(d):
   return jnp.where(jnp.abs(d) < 1, 0.5 * d ** 2, jnp.abs(d) - 0.5)
 
 
