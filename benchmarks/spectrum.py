@@ -49,8 +49,8 @@ def _linearised(w: np.ndarray, alpha: float, beta: float) -> np.ndarray:
 def trained_table(workdirs: list[pathlib.Path]) -> str:
   """Per (workdir, method): the trained W's mode frequencies and the distance from init, mean over seeds."""
   import json
-  lines = ["| run | method | epoch | omega min | omega max | unstable modes | |W - W0| / |W0| | |B - B0| / |B0| |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = ["| run | method | epoch | omega min | omega max | unstable modes | per seed | |W - W0| / |W0| | |B - B0| / |B0| |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for workdir in workdirs:
     config = json.loads((workdir / "config.json").read_text())
     m = config["model"]
@@ -66,6 +66,7 @@ def trained_table(workdirs: list[pathlib.Path]) -> str:
                               for a, b in zip(np.asarray(params[name]), init[name])]) for name in ("W", "B")}
       lines.append(f"| {workdir.name} | {method} | {epoch} | {np.mean([w.min() for w in stable]):.3f} | "
                    f"{np.mean([w.max() for w in stable]):.3f} | {np.mean([(w < 0).sum() for w in per_seed]):.1f} | "
+                   f"{[int((w < 0).sum()) for w in per_seed]} | "
                    f"{moved['W']:.3f} | {moved['B']:.3f} |")
   return "\n".join(lines) + "\n"
 
