@@ -37,8 +37,7 @@ INITS = {  # name -> init_params keywords
 def frequencies(kwargs: dict, seed: int, alpha: float = 1.0, beta: float = 1.0) -> np.ndarray:
   """Eigenvalues of alpha I + Ws / beta as signed frequencies: sqrt(ev), or -sqrt(-ev) if unstable."""
   params = rhel_jax.init_params(jax.random.key(seed), 4, N, 3, **kwargs)
-  ev = np.linalg.eigvalsh(alpha * np.eye(N) + np.asarray(rhel_jax.symmetric(params["W"]), np.float64) / beta)
-  return np.sign(ev) * np.sqrt(np.abs(ev))
+  return _linearised(np.asarray(params["W"], np.float64), alpha, beta)
 
 
 def _linearised(w: np.ndarray, alpha: float, beta: float) -> np.ndarray:

@@ -132,13 +132,19 @@ def table1(runs: list[dict]) -> tuple[str, str]:
   for r in runs:
     by_step = {m: np.mean(np.asarray(d["final"]["test_acc_by_step"])[~np.asarray(d["final"]["diverged"], bool)], 0)
                for m, d in r["methods"].items() if "test_acc_by_step" in d["final"]}
-    if by_step:
-      window = len(next(iter(by_step.values())))
-      lines += ["", f"{r['task']}: recall accuracy (%) at each step of the recall window, mean over seeds "
-                "(50 = chance):", "", "| method | " + " | ".join(f"r{i + 1}" for i in range(window)) + " |",
-                "|---|" + "---|" * window]
-      lines += [f"| {m} | " + " | ".join(f"{100 * a:.1f}" for a in acc) + " |" for m, acc in by_step.items()]
+    lines += recall_by_step_lines(by_step, f"{r['task']}: recall accuracy")
   return "\n".join(lines) + "\n", out.getvalue()
+
+
+def recall_by_step_lines(by_step: dict, caption: str = "Recall accuracy") -> list[str]:
+  """Markdown lines of the per-step recall accuracy, ``{method: (window,) mean over seeds}``."""
+  if not by_step:
+    return []
+  window = len(next(iter(by_step.values())))
+  return (["", f"{caption} (%) at each step of the recall window, mean over seeds (50 = chance: "
+           "that step's symbol is not recalled):", "",
+           "| method | " + " | ".join(f"r{i + 1}" for i in range(window)) + " |", "|---|" + "---|" * window]
+          + [f"| {m} | " + " | ".join(f"{100 * a:.1f}" for a in acc) + " |" for m, acc in by_step.items()])
 
 
 def _fmt_hours(seconds: float) -> str:

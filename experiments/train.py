@@ -38,6 +38,7 @@ from absl import logging
 import rhel_jax
 from experiments import checkpoints
 from experiments.config_check import validate_config
+from experiments.report import recall_by_step_lines
 from experiments.sharding import seed_mesh, shard_seeds
 from experiments.tasks import build_task
 from rhel_jax.gradients import METHODS
@@ -352,15 +353,7 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
     lines.append(f"| {row['method']} | " + " | ".join(cells) +
                  f" | {row['seeds']} | {row['diverged_seeds'] or '-'} | "
                  + ("-" if math.isnan(row["wall_seconds"]) else _fmt_time(row["wall_seconds"])) + " |")
-  by_step = [r for r in rows if r.get("test_acc_by_step")]
-  if by_step:
-    window = len(by_step[0]["test_acc_by_step"])
-    lines += ["", "Recall accuracy (%) at each step of the recall window, mean over seeds (50 = chance: that "
-              "step's symbol is not recalled):", "",
-              "| method | " + " | ".join(f"r{i + 1}" for i in range(window)) + " |",
-              "|" + "---|" * (window + 1)]
-    lines += [f"| {r['method']} | " + " | ".join(f"{100 * a:.1f}" for a in r["test_acc_by_step"]) + " |"
-              for r in by_step]
+  lines += recall_by_step_lines({r["method"]: r["test_acc_by_step"] for r in rows if r.get("test_acc_by_step")})
   diverged = [r for r in rows if r["diverged_seeds"]]
   if diverged:
     lines += ["", "Diverged seeds (non-finite loss or gradient; frozen at that step and left out of the "

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rhel_jax.gradients import default_eps
-from rhel_jax.integrator import State, leapfrog_step
-from rhel_jax.model import ModelConfig, symmetric
+from rhel_jax.gradients import _finish_hamiltonian_grads, default_eps
+from rhel_jax.integrator import State, hebbian_terms, leapfrog_step
+from rhel_jax.model import ModelConfig, recurrent_drive
 
 Array = jax.Array
 LAYER_METHODS = ("bptt", "rhel", "rhel_centered")
@@ -49,7 +49,7 @@ def _forward(params, model: ModelConfig, inputs_tm: Array, keep_terms: bool):
     state, sums = carry
     state, r = leapfrog_step(params, model, state, u)
     if keep_terms:
-      sums = {"W": sums["W"] + r.T @ r, "b": sums["b"] + jnp.sum(r, 0), "B": sums["B"] + u.T @ r}
+      sums = jax.tree.map(jnp.add, sums, hebbian_terms(r, r, u))
       return (state, sums), (r, r @ params["B"].T)
     return (state, sums), (r, None)
 
@@ -70,17 +70,15 @@ def _echo(params, model: ModelConfig, final: State, inputs_tm: Array, ct: Array,
   n = params["W"].shape[0]
   dtype = params["W"].dtype
   scale = nudges[:, None, None]
-  ws = symmetric(params["W"])
+  per_echo_terms = jax.vmap(hebbian_terms, in_axes=(0, 0, None))
 
   def step(carry, xs):
     state, sums = carry
     u, c = xs
     mid = state.phi + (h / 2) * state.pi
     r, rp = rho(mid), rho_prime(mid)
-    drive = r @ ws / model.beta + params["b"] + u @ params["B"]
-    pi = state.pi - h * (model.alpha * mid + rp * drive) - scale * (rp * c)
-    sums = {"W": sums["W"] + jnp.einsum("sbi,sbj->sij", r, r), "b": sums["b"] + jnp.sum(r, 1),
-            "B": sums["B"] + jnp.einsum("bc,sbi->sci", u, r)}
+    pi = state.pi - h * (model.alpha * mid + rp * recurrent_drive(params, model, r, u)) - scale * (rp * c)
+    sums = jax.tree.map(jnp.add, sums, per_echo_terms(r, r, u))
     return (State(mid + (h / 2) * pi, pi), sums), r @ params["B"].T
 
   start = State(jnp.broadcast_to(final.phi, (s, *final.phi.shape)), jnp.broadcast_to(-final.pi, (s, *final.pi.shape)))
@@ -88,11 +86,6 @@ def _echo(params, model: ModelConfig, final: State, inputs_tm: Array, ct: Array,
            "B": jnp.zeros((s, *params["B"].shape), dtype)}
   (_, sums), proj = lax.scan(step, (start, zeros), (inputs_tm[::-1], ct[::-1]))
   return sums, proj[::-1]
-
-
-def _to_grads(diff: dict, model: ModelConfig, factor) -> dict:
-  # dV/dW (stored W, used through its symmetric part) = rho rho^T / (2 beta); dV/db = rho; dV/dB = u rho^T.
-  return {"W": diff["W"] * (factor / (2 * model.beta)), "b": diff["b"] * factor, "B": diff["B"] * factor}
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
@@ -112,12 +105,12 @@ def _echo_layer_bwd(model, method, eps, residuals, ct):
   if method == "rhel":
     sums, proj = _echo(params, model, final, inputs_tm, ct, eps_n[None])
     diff = {k: sums[k][0] - fwd_sums[k] for k in sums}
-    d_proj, factor = proj[:, 0] - fwd_proj, model.dt / eps_n
+    d_proj, scale = proj[:, 0] - fwd_proj, 1.0 / eps_n
   else:
     sums, proj = _echo(params, model, final, inputs_tm, ct, jnp.stack([eps_n, -eps_n]))
     diff = {k: v[0] - v[1] for k, v in sums.items()}
-    d_proj, factor = proj[:, 0] - proj[:, 1], model.dt / (2 * eps_n)
-  return _to_grads(diff, model, factor), d_proj * factor
+    d_proj, scale = proj[:, 0] - proj[:, 1], 1.0 / (2 * eps_n)
+  return _finish_hamiltonian_grads(diff, model, scale), d_proj * (model.dt * scale)
 
 
 _echo_layer.defvjp(_echo_layer_fwd, _echo_layer_bwd)
