@@ -192,7 +192,6 @@ def _memory_child(method: str, steps: int):
   import jax
   import jax.numpy as jnp
   import rhel_jax
-  from rhel_jax.gradients import _gradient_jit
   from rhel_jax.losses import mse
 
   n, batch = 128, 64
@@ -202,11 +201,11 @@ def _memory_child(method: str, steps: int):
   inputs = jax.random.normal(k_x, (batch, steps, 4))
   targets = jax.random.normal(k_y, (batch, steps, 3))
   mask = jnp.ones((batch, steps))
-  options = {"eps": 1e-2} if method.startswith("rhel") else {}
-  compiled = _gradient_jit.lower(method, params, model, inputs, targets, mask, mse, **options).compile()
+  options = {"eps": 1e-2} if "eps" in rhel_jax.METHODS[method].option_names else {}
+  compiled = rhel_jax.gradient_fn(method, model, loss=mse, **options).lower(params, inputs, targets, mask).compile()
   stats = compiled.memory_analysis()
   start = time.perf_counter()
-  jax.block_until_ready(compiled(params, inputs, targets, mask, **options))
+  jax.block_until_ready(compiled(params, inputs, targets, mask))
   seconds = time.perf_counter() - start
   print(json.dumps({"part": "memory", "method": method, "T": steps, "N": n, "batch": batch,
                     "peak_rss_mb": peak_rss_mb(), "xla_temp_mb": stats.temp_size_in_bytes / 2**20,

@@ -52,13 +52,15 @@ def make_train_step(method: str, model):
   import jax
   import jax.numpy as jnp
   import optax
-  from rhel_jax.gradients import METHODS as FNS
+  from rhel_jax.methods import METHODS as REGISTRY
   from rhel_jax.losses import bce
   method, _, variant = method.partition("+")
   if variant == "exact":
     model = dataclasses.replace(model, exact_reversible=True)
-  fn = FNS[method][0]
-  options = {"eps": 1e-3} if method.startswith("rhel") else ({"k": 2} if method == "tbptt" else {})
+  spec = REGISTRY[method]
+  fn = spec.fn
+  options = {"eps": 1e-3} if "eps" in spec.option_names else {}
+  options = spec.resolve_options(options, jnp.float32, model)
   optimizer = optax.adam(1e-3)
 
   @jax.jit

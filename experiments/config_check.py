@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from rhel_jax.gradients import METHODS
+from rhel_jax.methods import METHODS, all_options
 from rhel_jax.model import ACTIVATIONS, PARAM_NAMES
 
 _SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -46,7 +46,7 @@ def validate_config(config) -> None:
   """Raises ValueError naming the first invalid field."""
   _choice(config, "task.name", ("copy_paste", "heidelberg_digits"))
   for path in ("num_seeds", "num_epochs", "batch_size", "checkpoint_every", "alignment_batch_size",
-               "model.num_hidden", "method.tbptt_k"):
+               "model.num_hidden"):
     _int(config, path)
   _int(config, "seed", minimum=0)
   _int(config, "num_devices", minimum=0)
@@ -67,8 +67,11 @@ def validate_config(config) -> None:
                      f"got {epochs!r}")
   for path in ("model.beta", "model.dt", "train.lr", "model.w_scale", "model.in_scale", "model.out_scale"):
     _float(config, path)
-  if _get(config, "method.eps") is not None:  # None: rhel_jax.default_eps
-    _float(config, "method.eps")
+  for option in all_options():  # every method's options, whether or not the method is configured
+    path = f"method.{option.config_key}"
+    value = _get(config, path)
+    if value is not None or option.default is not None:  # None: the option's default_fn
+      (_int if option.kind == "positive_int" else _float)(config, path)
   _float(config, "model.alpha", positive=False)
   _float(config, "model.b_scale", nonnegative=True)
   _float(config, "train.clip_norm", nonnegative=True)

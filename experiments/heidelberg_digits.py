@@ -10,13 +10,13 @@ sequence and trains with their cross-entropy (loss 'ce_mean').
 import ml_collections
 from ml_collections import config_dict
 
-from experiments import copy_paste
+from experiments import base_config
 
 
 def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   if variant not in ("full", "quick"):
     raise ValueError(f"experiments/heidelberg_digits.py: unknown variant {variant!r}; use 'full' or 'quick'")
-  c = copy_paste.get_config("full")  # shared training/model fields; task-specific ones replaced below
+  c = base_config.get_config()
   c.name = f"heidelberg_digits_{variant}"
   c.methods = ("bptt", "rhel", "rhel_centered", "eprop", "tbptt")
   c.num_epochs = 200

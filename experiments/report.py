@@ -22,6 +22,7 @@ import pathlib
 import numpy as np
 
 from experiments import checkpoints
+from rhel_jax.methods import METHODS
 
 PAPER_TABLE1 = {  # the seed paper's Table 1, for the side-by-side column
     ("heidelberg_digits", "bptt"): "97.56 ± 0.62", ("heidelberg_digits", "rhel"): "97.61 ± 1.03",
@@ -29,9 +30,6 @@ PAPER_TABLE1 = {  # the seed paper's Table 1, for the side-by-side column
     ("copy_paste", "bptt"): "99.46 ± 0.05", ("copy_paste", "rhel"): "99.36 ± 0.02",
     ("copy_paste", "eprop"): "77.77 ± 0.25", ("copy_paste", "tbptt"): "55.44 ± 6.14",
 }
-COLORS = {"rhel": "tab:blue", "rhel_centered": "tab:orange", "eprop": "tab:green", "tbptt": "tab:red",
-          "readout": "tab:gray"}
-ORDER = ("bptt", "rhel", "rhel_centered", "eprop", "tbptt", "readout")  # Table 1's rows, then any others
 PRIMARY = {"copy_paste": "test_bit_acc", "heidelberg_digits": "test_accuracy"}
 
 
@@ -99,8 +97,9 @@ def _mean_std(values) -> tuple[float, float]:
 def table1(runs: list[dict]) -> tuple[str, str]:
   """Markdown and CSV of final accuracy per (method, task)."""
   tasks = list(dict.fromkeys(r["task"] for r in runs))
+  order = list(METHODS)  # registration order: Table 1's rows, then any others
   methods = sorted(dict.fromkeys(m for r in runs for m in r["config"]["methods"]),
-                   key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+                   key=lambda m: (order.index(m) if m in order else len(order), m))
   cells, walls, out = {}, {}, io.StringIO()
   writer = csv.writer(out)
   writer.writerow(["method", "task", "workdir", "mean_pct", "std_pct", "seeds", "diverged_seeds", "epochs",
@@ -202,7 +201,8 @@ def figure1(runs: list[dict], path: pathlib.Path) -> None:
       sem = np.array([v[1] for v in by_epoch.values()])
       # Plot 1 - cosine on a log axis: 0.99999 and 0.2 are both visible (the paper breaks its axis).
       gap = np.clip(1 - mean, 1e-9, None)
-      ax.errorbar(epochs, gap, yerr=sem, marker="o", capsize=3, label=method, color=COLORS.get(method))
+      ax.errorbar(epochs, gap, yerr=sem, marker="o", capsize=3, label=method,
+                  color=METHODS[method].color if method in METHODS else None)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("1 − cos(grad, BPTT grad), floor 1e-9")

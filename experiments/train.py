@@ -41,7 +41,7 @@ from experiments.config_check import validate_config
 from experiments.report import recall_by_step_lines
 from experiments.sharding import seed_mesh, shard_seeds
 from experiments.tasks import build_task
-from rhel_jax.gradients import METHODS
+from rhel_jax.methods import METHODS
 from rhel_jax.integrator import forward_phase
 from rhel_jax.losses import LOSSES
 
@@ -70,12 +70,11 @@ def model_config(config) -> rhel_jax.ModelConfig:
 
 
 def method_options(config, method: str) -> dict:
-  if method in ("rhel", "rhel_centered"):
-    eps = config.method.eps
-    return {"eps": rhel_jax.default_eps(config.model.dtype, model_config(config)) if eps is None else eps}
-  if method == "tbptt":
-    return {"k": config.method.tbptt_k}
-  return {}
+  """The method's options from ``config.method.<config_key>``, defaults resolved (None -> default)."""
+  spec = rhel_jax.METHODS[method]
+  given = {o.name: config.method.get(o.config_key) for o in spec.options}
+  return spec.resolve_options({k: v for k, v in given.items() if v is not None}, config.model.dtype,
+                              model_config(config))
 
 
 def _all_finite(tree) -> jax.Array:
@@ -94,7 +93,7 @@ class MethodTrainer:
   def __init__(self, config, task, method: str, dtype):
     self.config, self.task, self.method, self.dtype = config, task, method, dtype
     self.model = model_config(config)
-    self.fn = METHODS[method][0]
+    self.fn = METHODS[method].fn
     self.options = method_options(config, method)
     self.loss_fn = LOSSES[task.loss]
     self.steps_per_epoch = task.steps_per_epoch
@@ -145,7 +144,7 @@ class MethodTrainer:
     return self.task.metrics(jnp.swapaxes(ys, 0, 1), targets, mask)
 
   def _alignment(self, params, probe):
-    _, ref = self._grads(params, probe, METHODS["bptt"][0], {})
+    _, ref = self._grads(params, probe, METHODS["bptt"].fn, {})
     _, grads = self._grads(params, probe)
     out = {f"cos_{k}": _cosine(grads[k], ref[k]) for k in ref}
     flat = lambda g: jnp.concatenate([jnp.ravel(g[k]) for k in sorted(g)])
@@ -336,7 +335,7 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
            f"{config.num_seeds} seeds, {config.model.dtype}"
            + (f", exact-reversible RHEL phases ({config.model.grid_bits}-bit grid)"
               if config.model.exact_reversible else "")]
-  rhel_methods = [m for m in config.methods if m in ("rhel", "rhel_centered")]
+  rhel_methods = [m for m in config.methods if "eps" in METHODS[m].option_names]
   if rhel_methods:
     eps = method_options(config, rhel_methods[0])["eps"]
     lines.append(f"- RHEL nudge eps = {eps:g} per sequence"
