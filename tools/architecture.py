@@ -8,7 +8,8 @@ Every module of the project's top-level packages (each directory of the reposito
 recorded for every import of a project module: ``import a.b``, ``from a import b`` (to the submodule
 ``a.b`` when there is one, else to ``a``), relative imports, imports inside functions ("lazy": they run
 when the function is called, not when the module is imported; an ``if TYPE_CHECKING:`` block counts as
-lazy too) and ``importlib.import_module("a.b")`` with a literal name.
+lazy too) and ``importlib.import_module("a.b")`` with a literal name. Importing ``a.b.c`` also runs
+``a/__init__.py`` and ``a/b/__init__.py``; those implicit edges to parent packages are not drawn.
 
 Layering rules (each a function of the :class:`Graph` returning its violations as strings):
 

@@ -470,7 +470,7 @@ def compare_runs(a: pathlib.Path, b: pathlib.Path, max_listed: int = 3) -> tuple
       more = f"; ... {len(diffs) - max_listed} more" if len(diffs) > max_listed else ""
       rows.append((rel, f"**{len(diffs)} value(s) differ**: {listed}{more}"))
     else:
-      n = f"{len(va)} rows" if isinstance(va, list) else "all values"
+      n = f"{len(va)} row{'s' * (len(va) != 1)}" if isinstance(va, list) else "all values"
       rows.append((rel, f"identical ({n})"))
   return rows, differences
 
