@@ -13,7 +13,9 @@ A new gradient method is a function plus ``rhel_jax.register(rhel_jax.Method(nam
 from rhel_jax.gradients import (DEFAULT_EPS, DEFAULT_EPS_EXACT, bptt, default_eps, eprop, forward, gradient, gradient_fn,
                                 readout_only,
                                 rhel, rhel_centered, tbptt)
-from rhel_jax.integrator import State, echo_phase, forward_phase, hebbian_terms, leapfrog_step, zero_state
+from rhel_jax.hebbian import contrast_terms, hebbian_terms
+from rhel_jax.integrator import EchoResult, ForwardResult, echo_phase, forward_phase, leapfrog_step, make_step
+from rhel_jax.state import State, zero_state
 from rhel_jax.methods import METHODS, Method, Option, register, unregister
 from rhel_jax.losses import LOSSES, bce, ce_mean, mse
 from rhel_jax.model import (ACTIVATIONS, PARAM_NAMES, ModelConfig, grad_potential, hamiltonian, init_params,

@@ -26,7 +26,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from rhel_jax import methods, validation
-from rhel_jax.integrator import State, echo_phase, forward_phase, leapfrog_step, zero_state
+from rhel_jax.hebbian import finish_hamiltonian_grads
+from rhel_jax.integrator import echo_phase, forward_phase, leapfrog_step
+from rhel_jax.state import State, zero_state
 from rhel_jax.losses import LossFn, resolve_loss
 from rhel_jax.methods import METHODS, Method, Option, register
 from rhel_jax.model import ModelConfig, Params, readout, recurrent_drive
@@ -38,12 +40,6 @@ def _loss_and_cotangent(loss_fn: LossFn, ys_tm: Array, targets, mask) -> tuple[A
   """Loss and dL/dys, both from the stored readouts; the cotangent comes back time-major."""
   loss, dl_dy = jax.value_and_grad(lambda y: loss_fn(jnp.swapaxes(y, 0, 1), targets, mask))(ys_tm)
   return loss, dl_dy
-
-
-def _finish_hamiltonian_grads(sums: dict[str, Array], model: ModelConfig, scale) -> dict[str, Array]:
-  """Turns Hebbian sums into dL/d(W, b, B): factor h * scale, and dV/dW = rho rho^T / (2 beta)."""
-  factor = model.dt * scale
-  return {"W": sums["W"] * (factor / (2 * model.beta)), "b": sums["b"] * factor, "B": sums["B"] * factor}
 
 
 def bptt(params, model, inputs_tm, targets, mask, loss_fn):
@@ -69,7 +65,7 @@ def rhel(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
   _, diff, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n]), jnp.ones((1,)))
   if not exact:
     diff = jax.tree.map(jnp.subtract, diff, fwd_sums)
-  return loss, {**_finish_hamiltonian_grads(diff, model, 1.0 / eps_n), **out}
+  return loss, {**finish_hamiltonian_grads(diff, model, 1.0 / eps_n), **out}
 
 
 def rhel_centered(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
@@ -84,7 +80,7 @@ def rhel_centered(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
   _, sums, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n, -eps_n]),
                             jnp.array([1.0, -1.0]))
-  return loss, {**_finish_hamiltonian_grads(sums, model, 1.0 / (2 * eps_n)), **out}
+  return loss, {**finish_hamiltonian_grads(sums, model, 1.0 / (2 * eps_n)), **out}
 
 
 def tbptt(params, model, inputs_tm, targets, mask, loss_fn, *, k=2):
