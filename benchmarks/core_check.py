@@ -28,9 +28,8 @@ def flatten(grads):
 
 def agreement(g, ref) -> dict[str, float]:
   """Cosine and relative error of the vector ``g`` against ``ref``."""
-  import numpy as np
-  return {"cos": float(g @ ref / np.linalg.norm(g) / np.linalg.norm(ref)),
-          "relerr": float(np.linalg.norm(g - ref) / np.linalg.norm(ref))}
+  from rhel_jax.alignment import agreement as host_agreement
+  return host_agreement(g, ref)
 
 
 def _fidelity():
@@ -53,9 +52,8 @@ def _fidelity():
     _, grads = rhel_jax.gradient(method, params, model, inputs, targets, mask, loss="mse", **options)
     row = {"part": "fidelity", "method": method, "eps": eps}
     for key in ref:
-      a, b = np.ravel(grads[key]), np.ravel(ref[key])
-      row[f"cos_{key}"] = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-      row[f"relerr_{key}"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+      both = agreement(grads[key], ref[key])
+      row[f"cos_{key}"], row[f"relerr_{key}"] = both["cos"], both["relerr"]
     print(json.dumps(row), flush=True)
 
 
@@ -66,7 +64,7 @@ def _eps_sweep():
   jax.config.update("jax_enable_x64", True)
   import jax.numpy as jnp
   import rhel_jax
-  from rhel_jax.copy_task import CopyTask
+  from experiments.tasks.copy_paste import CopyTask
 
   for steps, scale in ((100, 1.0), (400, 0.3)):
     model = rhel_jax.ModelConfig(dt=0.5)
@@ -132,7 +130,7 @@ def write_exact_report(rows: list[dict], out) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from experiments import checkpoints
-  from experiments.train import _git_revision
+  from experiments.workdir import git_revision as _git_revision
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   checkpoints.write_jsonl(out / "exact.jsonl", rows)

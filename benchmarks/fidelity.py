@@ -42,7 +42,7 @@ def sample(task: str, key, batch: int, steps: int):
   """(inputs (batch, T, n_in), targets, mask (batch, T)) in float64, and the loss name."""
   import jax
   import jax.numpy as jnp
-  from rhel_jax.copy_task import CopyTask
+  from experiments.tasks.copy_paste import CopyTask
   if task == "copy":
     x, y, m = CopyTask(seq_len=steps).sample(key, batch, jnp.float64)
     return x, y, jnp.broadcast_to(m, (batch, steps)), "bce"
@@ -80,7 +80,7 @@ def train_params(task: str, steps: int, log=print):
   import jax.numpy as jnp
   import optax
   import rhel_jax
-  from rhel_jax.copy_task import metrics
+  from experiments.tasks.copy_paste import metrics
   from rhel_jax.gradients import bptt
   from rhel_jax.losses import resolve_loss
   model = rhel_jax.ModelConfig(dt=0.5)
@@ -261,7 +261,7 @@ def main():
     if not args.out or not (args.out / "fidelity.jsonl").is_file():
       parser.error("--report-only needs --out DIR holding fidelity.jsonl")
     from experiments import checkpoints
-    from experiments.train import _git_revision
+    from experiments.workdir import git_revision as _git_revision
     rows = checkpoints.read_jsonl(args.out / "fidelity.jsonl")
     header = (args.out / "fidelity.md").read_text().split("\n## ")[0].rstrip().splitlines()
     header = [h for h in header if not h.startswith("- report rewritten")]
@@ -280,7 +280,7 @@ def main():
   for mode, (eps, worst) in recommended_eps(rows).items():
     print(f"recommended eps for {mode}: {eps:g} (worst cosine {worst:.6f})")
   if args.out:
-    from experiments.train import _git_revision
+    from experiments.workdir import git_revision as _git_revision
     header = ["# Gradient fidelity versus eps, precision and T", "",
               f"- command: `python -m benchmarks.fidelity{' --quick' if args.quick else ''} --out {args.out}`",
               f"- git revision: `{_git_revision()}`",

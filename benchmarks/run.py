@@ -36,7 +36,7 @@ STACK_BATCH = 8
 def _problem(steps: int, n: int):
   import jax
   import rhel_jax
-  from rhel_jax.copy_task import CopyTask
+  from experiments.tasks.copy_paste import CopyTask
   task = CopyTask(seq_len=steps)
   inputs, targets, mask = task.sample(jax.random.key(1), BATCH)
   params = rhel_jax.init_params(jax.random.key(0), N_IN, n, N_OUT, w_scale=0.3, in_scale=0.3)
@@ -81,7 +81,7 @@ def make_stack_step(method: str, steps: int, n: int):
   import optax
   from flax import nnx
   from examples.stacked_rnn import StackedModel
-  from rhel_jax.copy_task import CopyTask
+  from experiments.tasks.copy_paste import CopyTask
   from rhel_jax.losses import bce
   task = CopyTask(seq_len=steps)
   inputs, targets, mask = task.sample(jax.random.key(1), STACK_BATCH)
@@ -267,7 +267,7 @@ def main():
     lengths = tuple(int(v) for v in args.lengths.split(","))
   if args.widths:
     widths = tuple(int(v) for v in args.widths.split(","))
-  from experiments.train import _git_revision
+  from experiments.workdir import git_revision as _git_revision
   stamp = {"revision": _git_revision(), "command": " ".join(["python -m benchmarks.run"] + sys.argv[1:])}
   rows = []
   for n in widths:
