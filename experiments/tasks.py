@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from data import augment as hd_augment
 from rhel_jax import losses
 from rhel_jax.copy_task import CopyTask, metrics as copy_metrics
 
@@ -76,7 +77,8 @@ class HeidelbergDigits:
   def __init__(self, config: ml_collections.ConfigDict, dtype):
     from experiments import hd_data
     arrays = hd_data.load(config.data)
-    self.n_in, self.n_out = arrays["train"].inputs.shape[2], 20
+    self.n_in, self.n_out = arrays["train"].inputs.shape[2], hd_data.num_classes(config.data, arrays)
+    self.augment = hd_augment.from_config(config.data)  # all off by default: batches as before
     self.dtype = dtype
     as_device = lambda a: (jnp.asarray(a.inputs, dtype), jnp.asarray(a.labels), jnp.asarray(a.mask, dtype))
     self.train, self.test = as_device(arrays["train"]), as_device(arrays["test"])
@@ -100,7 +102,11 @@ class HeidelbergDigits:
     del seq_len
     epoch, i = step // self.steps_per_epoch, step % self.steps_per_epoch
     order = jax.random.permutation(jax.random.fold_in(key, epoch), self.num_train)
-    return self._take(self.train, jax.lax.dynamic_slice(order, (i * self.batch_size,), (self.batch_size,)))
+    inputs, labels, mask = self._take(self.train,
+                                      jax.lax.dynamic_slice(order, (i * self.batch_size,), (self.batch_size,)))
+    aug_key = jax.random.fold_in(jax.random.fold_in(key, step), 1)  # apart from the permutation's keys
+    inputs, mask = hd_augment.augment(aug_key, inputs, mask, self.augment)
+    return inputs, labels, mask
 
   def test_set(self, key):
     del key  # the official test split, the same for every seed
