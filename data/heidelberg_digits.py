@@ -54,7 +54,8 @@ class HDConfig(tfds.core.BuilderConfig):
   """Feature settings; each combination is cached under its own config name (set from the fields).
 
   The pipeline per file: read -> resample to ``sample_rate`` -> optional silence trim (``trim_db``)
-  -> ``n_mels`` log-mel bands between ``f_min`` and ``f_max`` -> optional per-utterance CMVN
+  -> ``n_mels`` log-mel bands between ``f_min`` and ``f_max`` (power optionally floored at the
+  utterance's peak - ``top_db``) -> optional per-utterance CMVN
   (``cmvn``) -> optional deltas (``deltas``) appended -> average-pool ``time_downsample`` frames.
   Stored rows hold ``n_mels * (1 + deltas)`` values: statics, then deltas, then delta-deltas.
   """
@@ -73,6 +74,8 @@ class HDConfig(tfds.core.BuilderConfig):
   trim_db: float = 0.0            # > 0: trim leading/trailing audio quieter than peak - trim_db (librosa)
   f_min: float = 0.0              # lowest mel frequency (Hz)
   f_max: float = 0.0              # highest mel frequency (Hz); 0 = sample_rate / 2
+  top_db: float = 0.0             # > 0: floor each utterance's mel power at its peak - top_db (librosa's
+                                  # power_to_db top_db), so near-silent bands become constant
 
   def __post_init__(self):
     for name in ("sample_rate", "n_mels", "time_downsample"):
@@ -88,7 +91,7 @@ class HDConfig(tfds.core.BuilderConfig):
     if (isinstance(self.delta_width, bool) or not isinstance(self.delta_width, int) or self.delta_width < 3
         or self.delta_width % 2 == 0):
       raise ValueError(f"HDConfig.delta_width must be an odd int >= 3, got {self.delta_width!r}")
-    for name in ("trim_db", "f_min", "f_max"):
+    for name in ("trim_db", "f_min", "f_max", "top_db"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
         raise ValueError(f"HDConfig.{name} must be a number >= 0, got {value!r}")
@@ -107,7 +110,8 @@ class HDConfig(tfds.core.BuilderConfig):
                    + (f"_delta{self.deltas}w{self.delta_width}" if self.deltas else "")
                    + (f"_trim{self.trim_db:g}" if self.trim_db else "")
                    + (f"_fmin{self.f_min:g}" if self.f_min else "")
-                   + (f"_fmax{self.f_max:g}" if self.f_max else ""))
+                   + (f"_fmax{self.f_max:g}" if self.f_max else "")
+                   + (f"_top{self.top_db:g}" if self.top_db else ""))
     if not self.description:
       self.description = "log-mel features of the HD audio"
 
@@ -273,6 +277,8 @@ def log_mel(path: pathlib.Path, cfg: HDConfig) -> np.ndarray:
     audio = trimmed if trimmed.size >= win else audio  # keep an all-quiet file whole
   mel = librosa.feature.melspectrogram(y=audio, sr=cfg.sample_rate, n_fft=win, win_length=win, hop_length=hop,
                                        n_mels=cfg.n_mels, power=2.0, fmin=cfg.f_min, fmax=cfg.f_max or None)
+  if cfg.top_db:
+    mel = np.maximum(mel, mel.max() * 10.0 ** (-cfg.top_db / 10))
   features = cmvn(np.log(mel + 1e-6).T.astype(np.float32), cfg.cmvn)
   if cfg.deltas:
     # 'nearest' edges accept utterances shorter than the filter ('interp' would refuse them).

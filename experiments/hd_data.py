@@ -21,9 +21,10 @@ from data.heidelberg_digits import HDConfig, build
 
 # config.data fields that are HDConfig fields of the same name (the feature set).
 FEATURE_FIELDS = ("sample_rate", "n_mels", "win_ms", "hop_ms", "time_downsample", "num_validation_speakers",
-                  "cmvn", "deltas", "delta_width", "trim_db", "f_min", "f_max")
+                  "cmvn", "deltas", "delta_width", "trim_db", "f_min", "f_max", "top_db")
 # Fields added after the first runs, with the value that gives the features as they were before.
-FEATURE_DEFAULTS = {"cmvn": "none", "deltas": 0, "delta_width": 9, "trim_db": 0.0, "f_min": 0.0, "f_max": 0.0}
+FEATURE_DEFAULTS = {"cmvn": "none", "deltas": 0, "delta_width": 9, "trim_db": 0.0, "f_min": 0.0, "f_max": 0.0,
+                    "top_db": 0.0}
 # config.data.standin_<field> -> synth_corpus.Style.<field>; absent = the basic stand-in.
 STYLE_FIELDS = ("voices", "noise_snr_db", "reverb_rt60", "pad_ms", "gain_db")
 

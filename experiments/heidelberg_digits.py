@@ -101,6 +101,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.data.trim_db = 0.0        # > 0: trim leading/trailing audio quieter than peak - trim_db
   c.data.f_min = 0.0          # mel band range (Hz); f_max 0 = sample_rate / 2
   c.data.f_max = 0.0
+  c.data.top_db = 0.0         # > 0: floor each utterance's mel power at its peak - top_db (dB)
   # On-the-fly augmentation of each training batch from the step's key (data/augment.py); 0 = off.
   c.data.augment = ml_collections.ConfigDict({
       "time_stretch": 0.0,     # max relative speed change, e.g. 0.1

@@ -205,7 +205,7 @@ class FeatureOptionsTest(_Base):
   def test_default_cache_name_is_unchanged_and_every_option_gets_its_own(self):
     self.assertEqual(hd.HDConfig().name, "sr16000_mel40_win25_hop10_ds1_val1")
     options = [dict(cmvn="mean"), dict(cmvn="meanvar"), dict(deltas=1), dict(deltas=2),
-               dict(deltas=2, delta_width=5), dict(trim_db=30.0), dict(f_min=50.0), dict(f_max=4000.0)]
+               dict(deltas=2, delta_width=5), dict(trim_db=30.0), dict(f_min=50.0), dict(f_max=4000.0), dict(top_db=50.0)]
     names = {hd.HDConfig(**o).name for o in options} | {hd.HDConfig().name}
     self.assertLen(names, len(options) + 1)
     self.assertEqual(hd.HDConfig(deltas=0, delta_width=5).name, hd.HDConfig().name)  # width unused
@@ -214,7 +214,8 @@ class FeatureOptionsTest(_Base):
   def test_invalid_options_name_the_field(self):
     for kwargs, field in ((dict(cmvn="yes"), "cmvn"), (dict(deltas=3), "deltas"), (dict(deltas=True), "deltas"),
                           (dict(delta_width=4), "delta_width"), (dict(trim_db=-1.0), "trim_db"),
-                          (dict(f_max=9000.0), "f_max"), (dict(f_min=5000.0, f_max=4000.0), "f_min")):
+                          (dict(f_max=9000.0), "f_max"), (dict(f_min=5000.0, f_max=4000.0), "f_min"),
+                          (dict(top_db=float("inf")), "top_db")):
       with self.assertRaisesRegex(ValueError, f"HDConfig.{field}"):
         hd.HDConfig(**kwargs)
 
@@ -241,6 +242,9 @@ class FeatureOptionsTest(_Base):
     np.testing.assert_allclose(mean, base - base.mean(0), atol=1e-4)
     trimmed = hd.log_mel(path, hd.HDConfig(trim_db=20.0))
     self.assertLess(len(trimmed), len(base))
+    floored = hd.log_mel(path, hd.HDConfig(top_db=20.0))
+    self.assertLessEqual(floored.max() - floored.min(), 20 / 10 * np.log(10) + 1e-4)
+    np.testing.assert_array_equal(floored.max(), base.max())
     narrow = hd.log_mel(path, hd.HDConfig(f_max=4000.0))
     self.assertEqual(narrow.shape, base.shape)
     self.assertFalse(np.allclose(narrow, base))
