@@ -58,6 +58,18 @@ def validate(data) -> None:
   n = data.get("num_classes", 20)
   if isinstance(n, bool) or not isinstance(n, int) or n < 2:
     raise ValueError(f"config.data.num_classes must be an int >= 2, got {n!r}")
+  eval_split(data)
+  if eval_split(data) == "validation" and data.num_validation_speakers < 1:
+    raise ValueError("config.data.eval_split='validation' needs config.data.num_validation_speakers >= 1")
+
+
+def eval_split(data) -> str:
+  """The split the task evaluates: ``config.data.eval_split`` ("test", the default, or "validation":
+  the held-out training speaker(s), for probes that must not look at the test speakers)."""
+  split = data.get("eval_split", "test")
+  if split not in ("test", "validation"):
+    raise ValueError(f"config.data.eval_split must be 'test' or 'validation', got {split!r}")
+  return split
 
 
 def standin_dir(data) -> pathlib.Path:

@@ -94,6 +94,9 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   # Pad/crop every sequence to this many steps (0 = the longest sequence).
   c.data.max_frames = 0
   c.data.num_validation_speakers = 1
+  # The split evaluated during and after training: "test", or "validation" for probes (feature and
+  # training choices are made on the validation speaker; the reported metrics then refer to it).
+  c.data.eval_split = "test"
   # Speaker-robust feature options, all off by default (data/heidelberg_digits.py:HDConfig).
   c.data.cmvn = "none"        # per-utterance normalisation over time per band: "mean" or "meanvar"
   c.data.deltas = 0           # 1: + deltas, 2: + deltas and delta-deltas (n_in = n_mels * (1 + deltas))

@@ -81,7 +81,8 @@ class HeidelbergDigits:
     self.augment = hd_augment.from_config(config.data)  # all off by default: batches as before
     self.dtype = dtype
     as_device = lambda a: (jnp.asarray(a.inputs, dtype), jnp.asarray(a.labels), jnp.asarray(a.mask, dtype))
-    self.train, self.test = as_device(arrays["train"]), as_device(arrays["test"])
+    # data.eval_split "validation" (probes) evaluates the validation speaker(s) in place of the test split.
+    self.train, self.test = as_device(arrays["train"]), as_device(arrays[hd_data.eval_split(config.data)])
     self.num_train = len(arrays["train"])
     self.batch_size, self.probe_size = config.batch_size, config.alignment_batch_size
     for name, size in (("batch_size", self.batch_size), ("alignment_batch_size", self.probe_size)):

@@ -160,6 +160,10 @@ class DevCorpusBuildTest(_Base):
     self.assertEqual(batch[0].dtype, jnp.float32)
     self.assertTrue(np.all(np.asarray(batch[0])[np.asarray(batch[2]) == 0] == 0))
     self.assertFalse(np.array_equal(batch[0], other[0]))
+    self.assertLen(task.test_set(key)[1], 4)
+    c.data.eval_split = "validation"
+    on_validation = tasks.HeidelbergDigits(c, jnp.float32)
+    self.assertEqual(set(np.asarray(on_validation.test_set(key)[1]).tolist()), {0, 1, 2, 3})  # speaker 02
 
 
 class DevConfigTest(_Base):
@@ -201,7 +205,8 @@ class DevConfigTest(_Base):
     for path, value, pattern in (("cmvn", "on", r"config\.data\.cmvn must be one of"),
                                  ("deltas", 3, r"config\.data\.deltas must be 0, 1 or 2"),
                                  ("standin_voices", "all", r"config\.data\.standin_voices must be one of"),
-                                 ("num_classes", 1, r"config\.data\.num_classes must be an int >= 2")):
+                                 ("num_classes", 1, r"config\.data\.num_classes must be an int >= 2"),
+                                 ("eval_split", "train", r"config\.data\.eval_split must be 'test' or")):
       c = heidelberg_digits.get_config("full")
       c.data[path] = value
       with self.assertRaisesRegex(ValueError, pattern):
