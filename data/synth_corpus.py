@@ -16,7 +16,7 @@ are test-only and about 5 % of every other speaker's recordings go to test.
 The corpus is synthetic: every "speaker" is an espeak-ng formant voice, far more uniform than
 people. A ``Style`` makes it harder, each option off by default (the default corpus is the
 original one, bit for bit): more distinct voices (``voices="many"``: per speaker an English accent
-and one of ~70 espeak-ng variants, plus a speaker-wide speed and pitch offset), random silence
+and one of 76 espeak-ng variants, plus a speaker-wide speed and pitch offset), random silence
 around each word, reverberation (a synthetic exponentially decaying impulse response per speaker,
 i.e. per "room"), additive white noise at a random SNR, and a random gain. Every random choice is
 drawn from generators seeded by (seed, speaker, ...), so a corpus is a function of its arguments.

@@ -74,7 +74,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.data.standin_trials = 6
   c.data.standin_seed = 0
   # Harder stand-in (synth_corpus.Style); these defaults give the basic stand-in, bit for bit.
-  c.data.standin_voices = "basic"      # or "many": accents x ~70 espeak-ng variants, speaker speed/pitch offsets
+  c.data.standin_voices = "basic"      # or "many": accents x 76 espeak-ng variants, speaker speed/pitch offsets
   c.data.standin_noise_snr_db = config_dict.placeholder(float)  # None = clean; else min SNR (dB) of white noise
   c.data.standin_reverb_rt60 = 0.0     # 0 = dry; else max RT60 (s) of each speaker's synthetic room
   c.data.standin_pad_ms = 0.0          # max silence (ms) added before and after each word
