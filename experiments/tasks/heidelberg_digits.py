@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from data import augment as hd_augment
 from experiments import config_fields as check
 from experiments.tasks.base import Task, register
 from rhel_jax import losses
@@ -29,8 +30,10 @@ class HeidelbergDigits(Task):
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, dtype) -> "HeidelbergDigits":
     from experiments import hd_data
-    return cls(hd_data.load(config.data), batch_size=config.batch_size, probe_size=config.alignment_batch_size,
-               steps_per_epoch=config.steps_per_epoch, dtype=dtype)
+    arrays = hd_data.load(config.data)
+    return cls(arrays, batch_size=config.batch_size, probe_size=config.alignment_batch_size,
+               steps_per_epoch=config.steps_per_epoch, n_out=hd_data.num_classes(config.data, arrays),
+               eval_split=hd_data.eval_split(config.data), augment=hd_augment.from_config(config.data), dtype=dtype)
 
   @classmethod
   def validate_config(cls, config: ml_collections.ConfigDict) -> None:
@@ -42,14 +45,22 @@ class HeidelbergDigits(Task):
       check.int_field(config, path, minimum=0)
     check.float_field(config, "data.win_ms")
     check.float_field(config, "data.hop_ms")
+    from experiments import hd_data
+    hd_data.validate(config.data)  # the feature, stand-in and augmentation fields
 
   def __init__(self, arrays, *, batch_size: int, probe_size: int, steps_per_epoch: int = 0, n_out: int = 20,
+               eval_split: str = "test", augment: hd_augment.AugmentConfig = hd_augment.AugmentConfig(),
                dtype=jnp.float32):
-    """``arrays``: {'train', 'test', ...} of ``hd_loader.HDArrays`` (inputs, labels, mask)."""
+    """``arrays``: {'train', 'test', ...} of ``hd_loader.HDArrays`` (inputs, labels, mask).
+
+    ``eval_split``: the split evaluated as the test set ('validation' for probes, which must never
+    read the test speakers). ``augment``: on-the-fly augmentation of training batches (off by default).
+    """
     self.n_in, self.n_out = arrays["train"].inputs.shape[2], n_out
     self.dtype = dtype
+    self.augment = augment
     as_device = lambda a: (jnp.asarray(a.inputs, dtype), jnp.asarray(a.labels), jnp.asarray(a.mask, dtype))
-    self.train, self.test = as_device(arrays["train"]), as_device(arrays["test"])
+    self.train, self.test = as_device(arrays["train"]), as_device(arrays[eval_split])
     self.num_train = len(arrays["train"])
     self.batch_size, self.probe_size = batch_size, probe_size
     for name, size in (("batch_size", self.batch_size), ("alignment_batch_size", self.probe_size)):
@@ -69,7 +80,10 @@ class HeidelbergDigits(Task):
     del seq_len  # utterances keep their length
     epoch, i = step // self.steps_per_epoch, step % self.steps_per_epoch
     order = jax.random.permutation(jax.random.fold_in(key, epoch), self.num_train)
-    return self._take(data, jax.lax.dynamic_slice(order, (i * self.batch_size,), (self.batch_size,)))
+    inputs, labels, mask = self._take(data, jax.lax.dynamic_slice(order, (i * self.batch_size,), (self.batch_size,)))
+    aug_key = jax.random.fold_in(jax.random.fold_in(key, step), 1)  # apart from the permutation's keys
+    inputs, mask = hd_augment.augment(aug_key, inputs, mask, self.augment)
+    return inputs, labels, mask
 
   def test_set(self, key):
     del key  # the official test split, the same for every seed
