@@ -36,7 +36,6 @@ def _fidelity():
   import jax
   jax.config.update("jax_enable_x64", True)
   import jax.numpy as jnp
-  import numpy as np
   import rhel_jax
 
   k_p, k_x, k_y = jax.random.split(jax.random.key(0), 3)

@@ -18,10 +18,8 @@ from jax import lax
 from rhel_jax import exact as grid
 from rhel_jax.hebbian import compensated_add, compensated_total, contrast_terms, hebbian_terms, zero_sums
 from rhel_jax.model import ModelConfig, Params, readout, recurrent_drive, symmetric
+from rhel_jax.exact import from_grid, grid_leapfrog_step
 from rhel_jax.state import State, zero_state
-
-# Re-exported: the grid primitives are part of this module's historical interface.
-from rhel_jax.exact import from_grid, grid_leapfrog_step, grid_scale, to_grid, twin_step  # noqa: F401
 
 Array = jax.Array
 

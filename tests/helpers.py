@@ -1,7 +1,6 @@
 """Small shared fixtures for the tests."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import rhel_jax
 from rhel_jax.alignment import agreement
