@@ -114,6 +114,7 @@ def train_params(task: str, steps: int, log=print):
 
 def measure(params_sets: dict, lengths, eps_values, log=print) -> list[dict]:
   """params_sets: {(task, name): float64 params}. One row per (task, params, T, mode, method, eps)."""
+  from rhel_jax.methods import nudged
   import dataclasses
   import jax
   import jax.numpy as jnp
@@ -130,7 +131,7 @@ def measure(params_sets: dict, lengths, eps_values, log=print) -> list[dict]:
         dtype = jnp.float64 if mode == "float64" else jnp.float32
         mode_model = dataclasses.replace(model, exact_reversible=mode.endswith("+exact"))
         params = jax.tree.map(lambda a: a.astype(dtype), p64)
-        for method in ("rhel", "rhel_centered"):
+        for method in nudged():
           for eps in eps_values:
             row = {"task": task, "params": name, "T": steps, "mode": mode, "method": method, "eps": eps}
             try:
@@ -173,6 +174,7 @@ def recommended_eps(rows: list[dict], task: Optional[str] = None) -> dict[str, t
 
 
 def write_report(rows: list[dict], out: pathlib.Path, header: list[str]) -> None:
+  from rhel_jax.methods import nudged
   import math
   import matplotlib
   matplotlib.use("Agg")
@@ -211,7 +213,7 @@ def write_report(rows: list[dict], out: pathlib.Path, header: list[str]) -> None
   for task, name in sets:
     for steps in lengths:
       for mode in MODES:
-        for method in ("rhel", "rhel_centered"):
+        for method in nudged():
           sel = [r for r in ok if (r["task"], r["params"], r["T"], r["mode"], r["method"]) ==
                  (task, name, steps, mode, method)]
           if not sel:
@@ -224,12 +226,12 @@ def write_report(rows: list[dict], out: pathlib.Path, header: list[str]) -> None
   fig, axes = plt.subplots(len(sets), len(lengths), figsize=(3.2 * len(lengths), 2.8 * len(sets)),
                            squeeze=False, sharey=True)
   styles = {"float64": "-", "float32": "--", "float32+exact": ":"}
-  colors = {"rhel": "C0", "rhel_centered": "C1"}
+  colors = {m: f"C{i}" for i, m in enumerate(nudged())}
   for i, (task, name) in enumerate(sets):
     for j, steps in enumerate(lengths):
       ax = axes[i, j]
       for mode in MODES:
-        for method in ("rhel", "rhel_centered"):
+        for method in nudged():
           sel = sorted((r for r in ok if (r["task"], r["params"], r["T"], r["mode"], r["method"]) ==
                         (task, name, steps, mode, method)), key=lambda r: r["eps"])
           if sel:

@@ -174,6 +174,7 @@ def measure_memory(method: str, steps: int, n: int) -> dict:
 
 
 def write_report(rows: list[dict], out: pathlib.Path) -> None:
+  from rhel_jax.methods import nudged
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -191,7 +192,7 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
     mem = mems.get((method, steps, n), {})
     peak = f"{mem['peak_mb']:.0f} | {mem['xla_temp_mb']:.1f}" if mem else "- | -"
     lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | " + (f"{ms / base:.2f}" if base else "-") + f" | {peak} |")
-  pairs = [(m, m + "+exact") for m in ("rhel", "rhel_centered")]
+  pairs = [(m, m + "+exact") for m in nudged()]
   configs = sorted({(n, steps) for _, steps, n in times})
   if any((exact, steps, n) in times for _, exact in pairs for n, steps in configs):
     lines += ["", "Cost of the exact-reversible mode (train step, exact / floating point):", "",

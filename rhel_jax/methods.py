@@ -145,3 +145,8 @@ def all_options() -> Iterator[Option]:
       if o.config_key not in seen:
         seen.add(o.config_key)
         yield o
+
+
+def nudged() -> tuple[str, ...]:
+  """Names of the methods that take a nudge ``eps`` (the RHEL estimators), in registry order."""
+  return tuple(name for name, method in METHODS.items() if "eps" in method.option_names)
