@@ -89,7 +89,7 @@ def merge_runs(runs: list[dict]) -> list[dict]:
 
 def table1(runs: list[dict]) -> tuple[str, str]:
   """Markdown and CSV of final accuracy per (method, task)."""
-  tasks = list(dict.fromkeys(r["task"] for r in runs))
+  task_names = list(dict.fromkeys(r["task"] for r in runs))
   order = list(METHODS)  # registration order: Table 1's rows, then any others
   methods = sorted(dict.fromkeys(m for r in runs for m in r["config"]["methods"]),
                    key=lambda m: (order.index(m) if m in order else len(order), m))
@@ -110,11 +110,11 @@ def table1(runs: list[dict]) -> tuple[str, str]:
       writer.writerow([method, r["task"], str(r["workdir"]), f"{100 * mean:.4f}", f"{100 * std:.4f}", int(ok.sum()),
                        np.flatnonzero(~ok).tolist(), r["config"]["num_epochs"], f"{data['wall_seconds']:.0f}"])
       walls[method, r["task"]] = data["wall_seconds"]
-  head = "| method | " + " | ".join(f"{t} (ours) | {t} (paper) | {t} wall time" for t in tasks) + " |"
-  lines = [head, "|---|" + "---|---|---|" * len(tasks)]
+  head = "| method | " + " | ".join(f"{t} (ours) | {t} (paper) | {t} wall time" for t in task_names) + " |"
+  lines = [head, "|---|" + "---|---|---|" * len(task_names)]
   for method in methods:
     row = [f"{cells.get((method, t), 'not started')} | {tasks.get(t).paper_table1.get(_paper_name(method), '-')} | "
-           f"{_fmt_hours(walls.get((method, t), math.nan))}" for t in tasks]
+           f"{_fmt_hours(walls.get((method, t), math.nan))}" for t in task_names]
     lines.append(f"| {method} | " + " | ".join(row) + " |")
   lines += ["", "Mean ± std over seeds of the final test accuracy (%): per-bit recall accuracy for "
             "Copy-Paste, 20-way accuracy for Heidelberg Digits. `readout` trains only the readout of the "
