@@ -237,12 +237,13 @@ EPS = Option("eps", None, "positive_float", doc="RHEL nudge per sequence (None: 
 TBPTT_K = Option("k", 2, "positive_int", static=True, config_key="tbptt_k",
                  doc="truncated-BPTT window in steps")
 
-# Registration order is the display order. bptt_rtol: the contract test's float64 problem
-# (T = 30) at the default eps; the one-sided rule's O(eps) bias is what sets its tolerance.
+# Registration order is the display order. bptt_rtol: the worst relative error per tensor on the
+# contract test's float64 problems (T = 20, mse/bce/ce_mean) at the default eps 1e-5 is 7.6e-5 for
+# the one-sided rule (its O(eps) bias) and 3.6e-10 for the centered one; the tolerances leave ~10x.
 register(Method("bptt", bptt, bptt_rtol=1e-10, summary="jax.grad through the forward scan"))
 register(Method("rhel", rhel, (EPS,), bptt_rtol=1e-3, color="tab:blue",
                 summary="one-sided RHEL (the paper's rule), bias O(eps)"))
-register(Method("rhel_centered", rhel_centered, (EPS,), bptt_rtol=1e-6, color="tab:orange",
+register(Method("rhel_centered", rhel_centered, (EPS,), bptt_rtol=1e-8, color="tab:orange",
                 summary="centered RHEL, two echoes (+eps, -eps), bias O(eps^2)"))
 register(Method("eprop", eprop, color="tab:green", summary="e-prop with exact online eligibility traces"))
 register(Method("tbptt", tbptt, (TBPTT_K,), color="tab:red", summary="truncated BPTT, sliding window of k steps"))
