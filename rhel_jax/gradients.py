@@ -239,7 +239,7 @@ TBPTT_K = Option("k", 2, "positive_int", static=True, config_key="tbptt_k",
 
 # Registration order is the display order. bptt_rtol: the worst relative error per tensor on the
 # contract test's float64 problems (T = 20, mse/bce/ce_mean) at the default eps 1e-5 is 7.6e-5 for
-# the one-sided rule (its O(eps) bias) and 3.6e-10 for the centered one; the tolerances leave ~10x.
+# the one-sided rule (its O(eps) bias) and 3.6e-10 for the centered one; the tolerances leave at least 10x.
 register(Method("bptt", bptt, bptt_rtol=1e-10, summary="jax.grad through the forward scan"))
 register(Method("rhel", rhel, (EPS,), bptt_rtol=1e-3, color="tab:blue",
                 summary="one-sided RHEL (the paper's rule), bias O(eps)"))
