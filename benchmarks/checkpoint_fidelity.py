@@ -23,7 +23,8 @@ from flax import serialization
 
 import rhel_jax
 from experiments import checkpoints
-from rhel_jax.copy_task import CopyTask
+from experiments.tasks.copy_paste import CopyTask
+from rhel_jax.alignment import agreement
 
 SETTINGS = (("rhel", 1e-2, False), ("rhel", 1e-3, False), ("rhel", 1e-4, False), ("rhel_centered", 1e-3, False),
             ("rhel", 1e-4, True), ("rhel", 1e-5, True), ("rhel_centered", 1e-5, True))
@@ -57,9 +58,8 @@ def main():
   for method, eps, exact in SETTINGS:
     _, grads = rhel_jax.gradient(method, params, dataclasses.replace(model, exact_reversible=exact), inputs, targets,
                                  mask, loss="bce", eps=eps)
-    g = flat(grads)
-    lines.append(f"| {method} | {eps:g} | {'exact' if exact else 'float32'} | "
-                 f"{g @ ref / (np.linalg.norm(g) * np.linalg.norm(ref)):.6f} | {np.linalg.norm(g - ref) / np.linalg.norm(ref):.2e} |")
+    both = agreement(flat(grads), ref)
+    lines.append(f"| {method} | {eps:g} | {'exact' if exact else 'float32'} | {both['cos']:.6f} | {both['relerr']:.2e} |")
   text = "\n".join(lines) + "\n"
   checkpoints.atomic_write_text(args.out, text)
   print(text)

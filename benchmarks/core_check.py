@@ -28,16 +28,14 @@ def flatten(grads):
 
 def agreement(g, ref) -> dict[str, float]:
   """Cosine and relative error of the vector ``g`` against ``ref``."""
-  import numpy as np
-  return {"cos": float(g @ ref / np.linalg.norm(g) / np.linalg.norm(ref)),
-          "relerr": float(np.linalg.norm(g - ref) / np.linalg.norm(ref))}
+  from rhel_jax.alignment import agreement as host_agreement
+  return host_agreement(g, ref)
 
 
 def _fidelity():
   import jax
   jax.config.update("jax_enable_x64", True)
   import jax.numpy as jnp
-  import numpy as np
   import rhel_jax
 
   k_p, k_x, k_y = jax.random.split(jax.random.key(0), 3)
@@ -53,20 +51,20 @@ def _fidelity():
     _, grads = rhel_jax.gradient(method, params, model, inputs, targets, mask, loss="mse", **options)
     row = {"part": "fidelity", "method": method, "eps": eps}
     for key in ref:
-      a, b = np.ravel(grads[key]), np.ravel(ref[key])
-      row[f"cos_{key}"] = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-      row[f"relerr_{key}"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+      both = agreement(grads[key], ref[key])
+      row[f"cos_{key}"], row[f"relerr_{key}"] = both["cos"], both["relerr"]
     print(json.dumps(row), flush=True)
 
 
 def _eps_sweep():
   """Cosine of rhel / rhel_centered with float64 BPTT versus eps, in float32 and float64, on a
   Copy-Paste batch at initialisation (the data behind the configs' eps = 1e-3)."""
+  from rhel_jax.methods import nudged
   import jax
   jax.config.update("jax_enable_x64", True)
   import jax.numpy as jnp
   import rhel_jax
-  from rhel_jax.copy_task import CopyTask
+  from experiments.tasks.copy_paste import CopyTask
 
   for steps, scale in ((100, 1.0), (400, 0.3)):
     model = rhel_jax.ModelConfig(dt=0.5)
@@ -75,7 +73,7 @@ def _eps_sweep():
     ref = flatten(rhel_jax.gradient("bptt", p64, model, inputs, targets, mask, loss="bce")[1])
     for dtype in (jnp.float32, jnp.float64):
       params = jax.tree.map(lambda a: a.astype(dtype), p64)
-      for method in ("rhel", "rhel_centered"):
+      for method in nudged():
         for eps in (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5):
           g = flatten(rhel_jax.gradient(method, params, model, inputs.astype(dtype), targets.astype(dtype), mask,
                                      loss="bce", eps=eps)[1])
@@ -88,6 +86,7 @@ def _exact_sweep():
   float32 and float32 in exact-reversible mode (grid_bits 20 and 26): N=32, batch 8, MSE on the
   last 200 steps, T in {400, 1000, 4000}; weak coupling (W and input scaled by 0.1) and strong
   (scale 1.0)."""
+  from rhel_jax.methods import nudged
   import jax
   jax.config.update("jax_enable_x64", True)
   import jax.numpy as jnp
@@ -110,7 +109,7 @@ def _exact_sweep():
       ref_norm = float(np.linalg.norm(ref))
       for mode, dtype, model in modes:
         params = jax.tree.map(lambda a: a.astype(dtype), p64)
-        for method in ("rhel", "rhel_centered"):
+        for method in nudged():
           for eps in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
             row = {"part": "exact", "coupling": coupling, "T": steps, "mode": mode, "method": method, "eps": eps,
                    "bptt_norm": ref_norm}
@@ -127,12 +126,13 @@ def _exact_sweep():
 
 def write_exact_report(rows: list[dict], out) -> None:
   """exact.jsonl, exact.md (the issue-7 target check and the best errors) and exact.png."""
+  from rhel_jax.methods import nudged
   import pathlib
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from experiments import checkpoints
-  from experiments.train import _git_revision
+  from experiments.workdir import git_revision as _git_revision
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   checkpoints.write_jsonl(out / "exact.jsonl", rows)
@@ -157,7 +157,7 @@ def write_exact_report(rows: list[dict], out) -> None:
             "|---|---|---|---|" + "---|" * len(eps_values)]
   for coupling in couplings:
     for steps in lengths:
-      for method in ("rhel", "rhel_centered"):
+      for method in nudged():
         for mode in modes:
           lines.append(f"| {coupling} | {steps} | {method} | {mode} | "
                        + " | ".join(f"{err.get((coupling, steps, mode, method, e), float('nan')):.1e}"
@@ -168,7 +168,7 @@ def write_exact_report(rows: list[dict], out) -> None:
   checkpoints.atomic_write_text(out / "exact.md", "\n".join(lines) + "\n")
   fig, axes = plt.subplots(2 * len(couplings), len(lengths), figsize=(3.3 * len(lengths), 2.6 * 2 * len(couplings)),
                            squeeze=False, sharex=True)
-  for i, (coupling, method) in enumerate((c, m) for c in couplings for m in ("rhel", "rhel_centered")):
+  for i, (coupling, method) in enumerate((c, m) for c in couplings for m in nudged()):
     for j, steps in enumerate(lengths):
       ax = axes[i, j]
       for mode in modes:
@@ -192,7 +192,6 @@ def _memory_child(method: str, steps: int):
   import jax
   import jax.numpy as jnp
   import rhel_jax
-  from rhel_jax.gradients import _gradient_jit
   from rhel_jax.losses import mse
 
   n, batch = 128, 64
@@ -202,11 +201,11 @@ def _memory_child(method: str, steps: int):
   inputs = jax.random.normal(k_x, (batch, steps, 4))
   targets = jax.random.normal(k_y, (batch, steps, 3))
   mask = jnp.ones((batch, steps))
-  options = {"eps": 1e-2} if method.startswith("rhel") else {}
-  compiled = _gradient_jit.lower(method, params, model, inputs, targets, mask, mse, **options).compile()
+  options = {"eps": 1e-2} if "eps" in rhel_jax.METHODS[method].option_names else {}
+  compiled = rhel_jax.gradient_fn(method, model, loss=mse, **options).lower(params, inputs, targets, mask).compile()
   stats = compiled.memory_analysis()
   start = time.perf_counter()
-  jax.block_until_ready(compiled(params, inputs, targets, mask, **options))
+  jax.block_until_ready(compiled(params, inputs, targets, mask))
   seconds = time.perf_counter() - start
   print(json.dumps({"part": "memory", "method": method, "T": steps, "N": n, "batch": batch,
                     "peak_rss_mb": peak_rss_mb(), "xla_temp_mb": stats.temp_size_in_bytes / 2**20,
@@ -214,14 +213,15 @@ def _memory_child(method: str, steps: int):
 
 
 def _memory():
+  from rhel_jax.methods import nudged
   rows = {}
-  for method in ("rhel", "rhel_centered", "eprop", "bptt"):
+  for method in (*nudged(), "eprop", "bptt"):
     for steps in (400, 4000):
       out = subprocess.run([sys.executable, "-m", "benchmarks.core_check", "--child", method, str(steps)],
                            check=True, capture_output=True, text=True).stdout
       print(out.strip(), flush=True)
       rows[method, steps] = json.loads(out.strip().splitlines()[-1])
-  for method in ("rhel", "rhel_centered", "eprop", "bptt"):
+  for method in (*nudged(), "eprop", "bptt"):
     a, b = rows[method, 400], rows[method, 4000]
     print(json.dumps({"part": "memory_ratio", "method": method,
                       "peak_rss_ratio_4000_over_400": b["peak_rss_mb"] / a["peak_rss_mb"],

@@ -42,7 +42,7 @@ def sample(task: str, key, batch: int, steps: int):
   """(inputs (batch, T, n_in), targets, mask (batch, T)) in float64, and the loss name."""
   import jax
   import jax.numpy as jnp
-  from rhel_jax.copy_task import CopyTask
+  from experiments.tasks.copy_paste import CopyTask
   if task == "copy":
     x, y, m = CopyTask(seq_len=steps).sample(key, batch, jnp.float64)
     return x, y, jnp.broadcast_to(m, (batch, steps)), "bce"
@@ -80,7 +80,7 @@ def train_params(task: str, steps: int, log=print):
   import jax.numpy as jnp
   import optax
   import rhel_jax
-  from rhel_jax.copy_task import metrics
+  from experiments.tasks.copy_paste import metrics
   from rhel_jax.gradients import bptt
   from rhel_jax.losses import resolve_loss
   model = rhel_jax.ModelConfig(dt=0.5)
@@ -114,6 +114,7 @@ def train_params(task: str, steps: int, log=print):
 
 def measure(params_sets: dict, lengths, eps_values, log=print) -> list[dict]:
   """params_sets: {(task, name): float64 params}. One row per (task, params, T, mode, method, eps)."""
+  from rhel_jax.methods import nudged
   import dataclasses
   import jax
   import jax.numpy as jnp
@@ -130,7 +131,7 @@ def measure(params_sets: dict, lengths, eps_values, log=print) -> list[dict]:
         dtype = jnp.float64 if mode == "float64" else jnp.float32
         mode_model = dataclasses.replace(model, exact_reversible=mode.endswith("+exact"))
         params = jax.tree.map(lambda a: a.astype(dtype), p64)
-        for method in ("rhel", "rhel_centered"):
+        for method in nudged():
           for eps in eps_values:
             row = {"task": task, "params": name, "T": steps, "mode": mode, "method": method, "eps": eps}
             try:
@@ -173,6 +174,7 @@ def recommended_eps(rows: list[dict], task: Optional[str] = None) -> dict[str, t
 
 
 def write_report(rows: list[dict], out: pathlib.Path, header: list[str]) -> None:
+  from rhel_jax.methods import nudged
   import math
   import matplotlib
   matplotlib.use("Agg")
@@ -211,7 +213,7 @@ def write_report(rows: list[dict], out: pathlib.Path, header: list[str]) -> None
   for task, name in sets:
     for steps in lengths:
       for mode in MODES:
-        for method in ("rhel", "rhel_centered"):
+        for method in nudged():
           sel = [r for r in ok if (r["task"], r["params"], r["T"], r["mode"], r["method"]) ==
                  (task, name, steps, mode, method)]
           if not sel:
@@ -224,12 +226,12 @@ def write_report(rows: list[dict], out: pathlib.Path, header: list[str]) -> None
   fig, axes = plt.subplots(len(sets), len(lengths), figsize=(3.2 * len(lengths), 2.8 * len(sets)),
                            squeeze=False, sharey=True)
   styles = {"float64": "-", "float32": "--", "float32+exact": ":"}
-  colors = {"rhel": "C0", "rhel_centered": "C1"}
+  colors = {m: f"C{i}" for i, m in enumerate(nudged())}
   for i, (task, name) in enumerate(sets):
     for j, steps in enumerate(lengths):
       ax = axes[i, j]
       for mode in MODES:
-        for method in ("rhel", "rhel_centered"):
+        for method in nudged():
           sel = sorted((r for r in ok if (r["task"], r["params"], r["T"], r["mode"], r["method"]) ==
                         (task, name, steps, mode, method)), key=lambda r: r["eps"])
           if sel:
@@ -261,7 +263,7 @@ def main():
     if not args.out or not (args.out / "fidelity.jsonl").is_file():
       parser.error("--report-only needs --out DIR holding fidelity.jsonl")
     from experiments import checkpoints
-    from experiments.train import _git_revision
+    from experiments.workdir import git_revision as _git_revision
     rows = checkpoints.read_jsonl(args.out / "fidelity.jsonl")
     header = (args.out / "fidelity.md").read_text().split("\n## ")[0].rstrip().splitlines()
     header = [h for h in header if not h.startswith("- report rewritten")]
@@ -280,7 +282,7 @@ def main():
   for mode, (eps, worst) in recommended_eps(rows).items():
     print(f"recommended eps for {mode}: {eps:g} (worst cosine {worst:.6f})")
   if args.out:
-    from experiments.train import _git_revision
+    from experiments.workdir import git_revision as _git_revision
     header = ["# Gradient fidelity versus eps, precision and T", "",
               f"- command: `python -m benchmarks.fidelity{' --quick' if args.quick else ''} --out {args.out}`",
               f"- git revision: `{_git_revision()}`",

@@ -40,7 +40,7 @@ def main():
   import numpy as np
   from jax import lax
   import rhel_jax
-  from rhel_jax.copy_task import CopyTask
+  from experiments.tasks.copy_paste import CopyTask
   from rhel_jax.gradients import bptt, rhel, rhel_centered
   from rhel_jax.integrator import echo_phase, forward_phase, leapfrog_step, zero_state
 

@@ -36,7 +36,7 @@ STACK_BATCH = 8
 def _problem(steps: int, n: int):
   import jax
   import rhel_jax
-  from rhel_jax.copy_task import CopyTask
+  from experiments.tasks.copy_paste import CopyTask
   task = CopyTask(seq_len=steps)
   inputs, targets, mask = task.sample(jax.random.key(1), BATCH)
   params = rhel_jax.init_params(jax.random.key(0), N_IN, n, N_OUT, w_scale=0.3, in_scale=0.3)
@@ -52,13 +52,15 @@ def make_train_step(method: str, model):
   import jax
   import jax.numpy as jnp
   import optax
-  from rhel_jax.gradients import METHODS as FNS
+  from rhel_jax.methods import METHODS as REGISTRY
   from rhel_jax.losses import bce
   method, _, variant = method.partition("+")
   if variant == "exact":
     model = dataclasses.replace(model, exact_reversible=True)
-  fn = FNS[method][0]
-  options = {"eps": 1e-3} if method.startswith("rhel") else ({"k": 2} if method == "tbptt" else {})
+  spec = REGISTRY[method]
+  fn = spec.fn
+  options = {"eps": 1e-3} if "eps" in spec.option_names else {}
+  options = spec.resolve_options(options, jnp.float32, model)
   optimizer = optax.adam(1e-3)
 
   @jax.jit
@@ -79,7 +81,7 @@ def make_stack_step(method: str, steps: int, n: int):
   import optax
   from flax import nnx
   from examples.stacked_rnn import StackedModel
-  from rhel_jax.copy_task import CopyTask
+  from experiments.tasks.copy_paste import CopyTask
   from rhel_jax.losses import bce
   task = CopyTask(seq_len=steps)
   inputs, targets, mask = task.sample(jax.random.key(1), STACK_BATCH)
@@ -172,6 +174,7 @@ def measure_memory(method: str, steps: int, n: int) -> dict:
 
 
 def write_report(rows: list[dict], out: pathlib.Path) -> None:
+  from rhel_jax.methods import nudged
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -189,7 +192,7 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
     mem = mems.get((method, steps, n), {})
     peak = f"{mem['peak_mb']:.0f} | {mem['xla_temp_mb']:.1f}" if mem else "- | -"
     lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | " + (f"{ms / base:.2f}" if base else "-") + f" | {peak} |")
-  pairs = [(m, m + "+exact") for m in ("rhel", "rhel_centered")]
+  pairs = [(m, m + "+exact") for m in nudged()]
   configs = sorted({(n, steps) for _, steps, n in times})
   if any((exact, steps, n) in times for _, exact in pairs for n, steps in configs):
     lines += ["", "Cost of the exact-reversible mode (train step, exact / floating point):", "",
@@ -265,7 +268,7 @@ def main():
     lengths = tuple(int(v) for v in args.lengths.split(","))
   if args.widths:
     widths = tuple(int(v) for v in args.widths.split(","))
-  from experiments.train import _git_revision
+  from experiments.workdir import git_revision as _git_revision
   stamp = {"revision": _git_revision(), "command": " ".join(["python -m benchmarks.run"] + sys.argv[1:])}
   rows = []
   for n in widths:

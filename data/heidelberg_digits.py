@@ -46,9 +46,19 @@ class SourceError(ValueError):
   """Bad source data: a clear message that names the file."""
 
 
+CMVN_MODES = ("none", "mean", "meanvar")
+
+
 @dataclasses.dataclass
 class HDConfig(tfds.core.BuilderConfig):
-  """Feature settings; each combination is cached under its own config name (set from the fields)."""
+  """Feature settings; each combination is cached under its own config name (set from the fields).
+
+  The pipeline per file: read -> resample to ``sample_rate`` -> optional silence trim (``trim_db``)
+  -> ``n_mels`` log-mel bands between ``f_min`` and ``f_max`` (power optionally floored at the
+  utterance's peak - ``top_db``) -> optional per-utterance CMVN
+  (``cmvn``) -> optional deltas (``deltas``) appended -> average-pool ``time_downsample`` frames.
+  Stored rows hold ``n_mels * (1 + deltas)`` values: statics, then deltas, then delta-deltas.
+  """
   name: str = ""
   sample_rate: int = 16000        # audio is resampled to this rate before the features
   n_mels: int = 40
@@ -57,20 +67,58 @@ class HDConfig(tfds.core.BuilderConfig):
   time_downsample: int = 1        # average-pool this many frames into one step
   num_validation_speakers: int = 1
   expected_sample_rate: Optional[int] = None  # if set, any file at another rate is an error
+  # Speaker-robust options; the defaults reproduce the features as they were before they existed.
+  cmvn: str = "none"              # per-utterance normalisation of each band over time: "mean" or "meanvar"
+  deltas: int = 0                 # 0, 1 (+ deltas) or 2 (+ deltas and delta-deltas), librosa.feature.delta
+  delta_width: int = 9            # odd frame count of the delta filter (used only when deltas > 0)
+  trim_db: float = 0.0            # > 0: trim leading/trailing audio quieter than peak - trim_db (librosa)
+  f_min: float = 0.0              # lowest mel frequency (Hz)
+  f_max: float = 0.0              # highest mel frequency (Hz); 0 = sample_rate / 2
+  top_db: float = 0.0             # > 0: floor each utterance's mel power at its peak - top_db (librosa's
+                                  # power_to_db top_db), so near-silent bands become constant
 
   def __post_init__(self):
     for name in ("sample_rate", "n_mels", "time_downsample"):
       value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"HDConfig.{name} must be a positive int, got {value!r}")
     if not (self.win_ms > 0 and self.hop_ms > 0):
       raise ValueError(f"HDConfig.win_ms and hop_ms must be > 0, got {self.win_ms}, {self.hop_ms}")
+    if self.cmvn not in CMVN_MODES:
+      raise ValueError(f"HDConfig.cmvn must be one of {list(CMVN_MODES)}, got {self.cmvn!r}")
+    if isinstance(self.deltas, bool) or self.deltas not in (0, 1, 2):
+      raise ValueError(f"HDConfig.deltas must be 0, 1 or 2, got {self.deltas!r}")
+    if (isinstance(self.delta_width, bool) or not isinstance(self.delta_width, int) or self.delta_width < 3
+        or self.delta_width % 2 == 0):
+      raise ValueError(f"HDConfig.delta_width must be an odd int >= 3, got {self.delta_width!r}")
+    for name in ("trim_db", "f_min", "f_max", "top_db"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"HDConfig.{name} must be a number >= 0, got {value!r}")
+    top = self.f_max or self.sample_rate / 2
+    if top > self.sample_rate / 2:
+      raise ValueError(f"HDConfig.f_max={self.f_max} is above the Nyquist frequency of "
+                       f"HDConfig.sample_rate={self.sample_rate}")
+    if self.f_min >= top:
+      raise ValueError(f"HDConfig.f_min={self.f_min} must be below HDConfig.f_max ({top:g} Hz)")
     if not self.name:
+      # Fields added later appear only when not at their default, so older caches keep their names.
       self.name = (f"sr{self.sample_rate}_mel{self.n_mels}_win{self.win_ms:g}_hop{self.hop_ms:g}"
                    f"_ds{self.time_downsample}_val{self.num_validation_speakers}"
-                   + (f"_expect{self.expected_sample_rate}" if self.expected_sample_rate else ""))
+                   + (f"_expect{self.expected_sample_rate}" if self.expected_sample_rate else "")
+                   + (f"_cmvn{self.cmvn}" if self.cmvn != "none" else "")
+                   + (f"_delta{self.deltas}w{self.delta_width}" if self.deltas else "")
+                   + (f"_trim{self.trim_db:g}" if self.trim_db else "")
+                   + (f"_fmin{self.f_min:g}" if self.f_min else "")
+                   + (f"_fmax{self.f_max:g}" if self.f_max else "")
+                   + (f"_top{self.top_db:g}" if self.top_db else ""))
     if not self.description:
       self.description = "log-mel features of the HD audio"
+
+  @property
+  def num_features(self) -> int:
+    """Values per stored frame: the static bands, then each order of deltas."""
+    return self.n_mels * (1 + self.deltas)
 
 
 def md5_of(path: pathlib.Path) -> str:
@@ -177,15 +225,17 @@ def parse_name(name: str) -> dict:
           "label": int(digit) + 10 * lang_id}
 
 
-def log_mel(path: pathlib.Path, cfg: HDConfig) -> np.ndarray:
-  """(frames, n_mels) float32 log-mel features of one FLAC file."""
-  import librosa
+def read_audio(path: pathlib.Path, cfg: HDConfig) -> tuple[np.ndarray, int]:
+  """Mono float32 samples and the sample rate of one file; any defect is a SourceError naming it."""
   import soundfile as sf
-  import soxr
   try:
+    info = sf.info(str(path))
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
   except Exception as e:  # soundfile raises LibsndfileError / RuntimeError on unreadable input
     raise SourceError(f"{path}: unreadable audio ({type(e).__name__}: {e})") from e
+  # A file cut short can decode without an error; its header still holds the full length.
+  if info.frames > 0 and len(audio) < info.frames:
+    raise SourceError(f"{path}: truncated audio ({len(audio)} of the {info.frames} samples its header declares)")
   if cfg.expected_sample_rate and rate != cfg.expected_sample_rate:
     raise SourceError(f"{path}: sample rate {rate} Hz, expected {cfg.expected_sample_rate} Hz")
   if rate < 8000:
@@ -193,17 +243,52 @@ def log_mel(path: pathlib.Path, cfg: HDConfig) -> np.ndarray:
   audio = audio.mean(axis=1)
   if audio.size == 0:
     raise SourceError(f"{path}: empty audio")
+  if not np.all(np.isfinite(audio)):
+    raise SourceError(f"{path}: non-finite samples")
+  return audio, rate
+
+
+def cmvn(features: np.ndarray, mode: str, eps: float = 1e-5) -> np.ndarray:
+  """Per-utterance normalisation of ``features`` (frames, bands) over time, per band.
+
+  ``mode``: "none" (unchanged), "mean" (subtract each band's mean) or "meanvar" (also divide by its
+  std, floored at ``eps``). Every frame is valid here: the builder sees unpadded utterances.
+  """
+  if mode == "none":
+    return features
+  out = features - features.mean(0, keepdims=True)
+  if mode == "meanvar":
+    out = out / np.maximum(features.std(0, keepdims=True), eps)
+  return out.astype(np.float32)
+
+
+def log_mel(path: pathlib.Path, cfg: HDConfig) -> np.ndarray:
+  """(frames, cfg.num_features) float32 features of one audio file (log-mels, optionally with CMVN
+  and deltas; see ``HDConfig``)."""
+  import librosa
+  import soxr
+  audio, rate = read_audio(path, cfg)
   if rate != cfg.sample_rate:
     audio = soxr.resample(audio, rate, cfg.sample_rate).astype(np.float32)
   win = int(round(cfg.win_ms * cfg.sample_rate / 1000))
   hop = int(round(cfg.hop_ms * cfg.sample_rate / 1000))
+  if cfg.trim_db:
+    trimmed, _ = librosa.effects.trim(audio, top_db=cfg.trim_db, frame_length=win, hop_length=hop)
+    audio = trimmed if trimmed.size >= win else audio  # keep an all-quiet file whole
   mel = librosa.feature.melspectrogram(y=audio, sr=cfg.sample_rate, n_fft=win, win_length=win, hop_length=hop,
-                                       n_mels=cfg.n_mels, power=2.0)
-  features = np.log(mel + 1e-6).T.astype(np.float32)
+                                       n_mels=cfg.n_mels, power=2.0, fmin=cfg.f_min, fmax=cfg.f_max or None)
+  if cfg.top_db:
+    mel = np.maximum(mel, mel.max() * 10.0 ** (-cfg.top_db / 10))
+  features = cmvn(np.log(mel + 1e-6).T.astype(np.float32), cfg.cmvn)
+  if cfg.deltas:
+    # 'nearest' edges accept utterances shorter than the filter ('interp' would refuse them).
+    orders = [librosa.feature.delta(features, width=cfg.delta_width, order=k, axis=0, mode="nearest")
+              for k in range(1, cfg.deltas + 1)]
+    features = np.concatenate([features, *orders], axis=1).astype(np.float32)
   if cfg.time_downsample > 1:
     frames = -(-features.shape[0] // cfg.time_downsample) * cfg.time_downsample
     padded = np.pad(features, ((0, frames - features.shape[0]), (0, 0)), mode="edge")
-    features = padded.reshape(-1, cfg.time_downsample, cfg.n_mels).mean(1)
+    features = padded.reshape(-1, cfg.time_downsample, features.shape[1]).mean(1)
   return features
 
 
@@ -224,7 +309,7 @@ class HeidelbergDigits(tfds.core.GeneratorBasedBuilder):
         builder=self,
         description="Heidelberg Digits (Cramer et al. 2022) audio as log-mel features.",
         features=tfds.features.FeaturesDict({
-            "mel": tfds.features.Tensor(shape=(None, self.builder_config.n_mels), dtype=np.float32),
+            "mel": tfds.features.Tensor(shape=(None, self.builder_config.num_features), dtype=np.float32),
             "label": tfds.features.ClassLabel(num_classes=20),
             "digit": tfds.features.Scalar(dtype=np.int32),
             "language": tfds.features.Text(),

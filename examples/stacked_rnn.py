@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from rhel_jax.copy_task import CopyTask, metrics
+from experiments.tasks.copy_paste import CopyTask, metrics
 from rhel_jax.losses import bce
 from rhel_jax.nn import HamiltonianRNN
 

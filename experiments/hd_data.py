@@ -2,7 +2,11 @@
 
 Source resolution: ``manual_dir`` (the official layout, extracted or as ``hd_audio.tar.gz``) if
 set; else, with ``use_standin``, the espeak-ng stand-in corpus (synthesised on first use under
-``data_dir``); else the official download.
+``data_dir``); else the official download (refused when ``require_manual_dir`` is set, as in the
+dev-corpus config).
+
+``validate(data)`` checks every data field (features, stand-in style, augmentation, classes)
+before any compute; its errors name the field as ``config.data.<field>``.
 """
 from __future__ import annotations
 
@@ -12,13 +16,67 @@ import shutil
 
 from absl import logging
 
-from data import hd_loader, synth_corpus
-from data.heidelberg_digits import build
+from data import augment, hd_loader, synth_corpus
+from data.heidelberg_digits import HDConfig, build
+
+# config.data fields that are HDConfig fields of the same name (the feature set).
+FEATURE_FIELDS = ("sample_rate", "n_mels", "win_ms", "hop_ms", "time_downsample", "num_validation_speakers",
+                  "cmvn", "deltas", "delta_width", "trim_db", "f_min", "f_max", "top_db")
+# Fields added after the first runs, with the value that gives the features as they were before.
+FEATURE_DEFAULTS = {"cmvn": "none", "deltas": 0, "delta_width": 9, "trim_db": 0.0, "f_min": 0.0, "f_max": 0.0,
+                    "top_db": 0.0}
+# config.data.standin_<field> -> synth_corpus.Style.<field>; absent = the basic stand-in.
+STYLE_FIELDS = ("voices", "noise_snr_db", "reverb_rt60", "pad_ms", "gain_db")
+
+
+def _field(data, name):
+  return data[name] if name in data else FEATURE_DEFAULTS[name]
+
+
+def hd_config(data) -> HDConfig:
+  """The ``HDConfig`` (feature set) of ``config.data``; errors name ``config.data.<field>``."""
+  try:
+    return HDConfig(**{name: _field(data, name) for name in FEATURE_FIELDS})
+  except ValueError as e:
+    raise ValueError(str(e).replace("HDConfig.", "config.data.")) from None
+
+
+def standin_style(data) -> synth_corpus.Style:
+  """The stand-in's ``synth_corpus.Style`` from ``config.data.standin_*``."""
+  kwargs = {name: data["standin_" + name] for name in STYLE_FIELDS if "standin_" + name in data}
+  try:
+    return synth_corpus.Style(**kwargs)
+  except ValueError as e:
+    raise ValueError(str(e).replace("Style.", "config.data.standin_")) from None
+
+
+def validate(data) -> None:
+  """Raises ValueError naming the first invalid ``config.data`` field."""
+  hd_config(data)
+  standin_style(data)
+  augment.from_config(data)
+  n = data.get("num_classes", 20)
+  if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+    raise ValueError(f"config.data.num_classes must be an int >= 2, got {n!r}")
+  eval_split(data)
+  if eval_split(data) == "validation" and data.num_validation_speakers < 1:
+    raise ValueError("config.data.eval_split='validation' needs config.data.num_validation_speakers >= 1")
+
+
+def eval_split(data) -> str:
+  """The split the task evaluates: ``config.data.eval_split`` ("test", the default, or "validation":
+  the held-out training speaker(s), for probes that must not look at the test speakers)."""
+  split = data.get("eval_split", "test")
+  if split not in ("test", "validation"):
+    raise ValueError(f"config.data.eval_split must be 'test' or 'validation', got {split!r}")
+  return split
 
 
 def standin_dir(data) -> pathlib.Path:
+  tag = standin_style(data).tag()
   return pathlib.Path(data.data_dir).expanduser() / (
-      f"hd_standin_s{data.standin_speakers}_t{data.standin_trials}_seed{data.standin_seed}")
+      f"hd_standin_s{data.standin_speakers}_t{data.standin_trials}_seed{data.standin_seed}"
+      + (f"_{tag}" if tag else ""))
 
 
 def ensure_standin(data) -> pathlib.Path:
@@ -29,17 +87,32 @@ def ensure_standin(data) -> pathlib.Path:
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     sizes = synth_corpus.write_corpus(staging, speakers=data.standin_speakers, trials=data.standin_trials,
-                                      seed=data.standin_seed)
+                                      seed=data.standin_seed, style=standin_style(data))
     staging.replace(out)
     logging.info("stand-in corpus: %s", sizes)
   return out
 
 
+def num_classes(data, arrays: dict[str, hd_loader.HDArrays]) -> int:
+  """``config.data.num_classes`` (default 20, HD's label space), checked against every split's labels."""
+  n = data.get("num_classes", 20)
+  for split, a in arrays.items():
+    if len(a) and int(a.labels.max()) >= n:
+      raise ValueError(f"config.data.num_classes={n}, but the {split} split has label {int(a.labels.max())} "
+                       "(labels are digit + 10 for German: HD needs 20)")
+  return n
+
+
 def load(data) -> dict[str, hd_loader.HDArrays]:
+  validate(data)
   if data.manual_dir:
     source = pathlib.Path(data.manual_dir).expanduser().resolve()
     if not source.exists():
       raise ValueError(f"config.data.manual_dir: {source} does not exist")
+  elif data.get("require_manual_dir", False):
+    raise ValueError("config.data.manual_dir is not set, and this config needs a local corpus (it never "
+                     "downloads): set RHEL_JAX_SHARED to the shared folder (the dev corpus is "
+                     "$RHEL_JAX_SHARED/data/fsdd_dev) or pass --config.data.manual_dir=/path/to/corpus")
   elif data.use_standin:
     source = ensure_standin(data)
   else:
@@ -47,7 +120,10 @@ def load(data) -> dict[str, hd_loader.HDArrays]:
   # The TFDS cache is keyed by the source too, so another corpus never reuses a stale build.
   tag = hashlib.md5(str(source).encode()).hexdigest()[:8] if source else "official"
   data_dir = pathlib.Path(data.data_dir).expanduser() / f"hd_source_{tag}"
-  builder = build(str(data_dir), str(source) if source else None, sample_rate=data.sample_rate,
-                  n_mels=data.n_mels, win_ms=data.win_ms, hop_ms=data.hop_ms,
-                  time_downsample=data.time_downsample, num_validation_speakers=data.num_validation_speakers)
-  return hd_loader.load_splits(builder, max_frames=data.max_frames or None)
+  cfg = hd_config(data)
+  builder = build(str(data_dir), str(source) if source else None,
+                  **{name: getattr(cfg, name) for name in FEATURE_FIELDS})
+  arrays = hd_loader.load_splits(builder, max_frames=data.max_frames or None)
+  num_classes(data, arrays)
+  return arrays
+

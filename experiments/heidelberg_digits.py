@@ -3,20 +3,47 @@
     python -m experiments.main --config=experiments/heidelberg_digits.py \\
         --config.data.manual_dir=/path/to/hd            # official layout, extracted or hd_audio.tar.gz
     python -m experiments.main --config=experiments/heidelberg_digits.py:quick   # espeak-ng stand-in, CPU
+    RHEL_JAX_SHARED=/path/to/shared \
+    python -m experiments.main --config=experiments/heidelberg_digits.py:dev     # real-speech dev corpus
+    python -m experiments.main --config=experiments/heidelberg_digits.py:hard    # harder espeak-ng stand-in
+
+Variants: ``full`` (the official corpus), ``quick`` (a small run on the basic stand-in), ``dev`` (the
+full protocol on the FSDD dev corpus at ``$RHEL_JAX_SHARED/data/fsdd_dev``, 10 classes, or on
+``--config.data.manual_dir``), ``hard`` (the full protocol on the harder, synthetic stand-in).
+Feature options (``cmvn``, ``deltas``, ...) and augmentation (``data.augment.*``) are off by default;
+see docs/hd_features.md.
 
 Classification reads the readout's logits averaged over the valid (unpadded) steps of each
 sequence and trains with their cross-entropy (loss 'ce_mean').
 """
+import os
+import pathlib
+
 import ml_collections
 from ml_collections import config_dict
 
-from experiments import copy_paste
+from experiments import base_config
+
+
+VARIANTS = ("full", "quick", "dev", "hard")
+SHARED_ENV = "RHEL_JAX_SHARED"  # path to the shared folder; the dev corpus is at $RHEL_JAX_SHARED/data/fsdd_dev
+
+
+def dev_corpus_dir():
+  """``$RHEL_JAX_SHARED/data/fsdd_dev`` when the variable is set (an error if that is missing), else None."""
+  shared = os.environ.get(SHARED_ENV)
+  if not shared:
+    return None
+  path = pathlib.Path(shared).expanduser() / "data" / "fsdd_dev"
+  if not (path / "train_filenames.txt").exists():
+    raise ValueError(f"{SHARED_ENV}={shared}: {path} does not hold the dev corpus (no train_filenames.txt)")
+  return str(path)
 
 
 def get_config(variant: str = "full") -> ml_collections.ConfigDict:
-  if variant not in ("full", "quick"):
-    raise ValueError(f"experiments/heidelberg_digits.py: unknown variant {variant!r}; use 'full' or 'quick'")
-  c = copy_paste.get_config("full")  # shared training/model fields; task-specific ones replaced below
+  if variant not in VARIANTS:
+    raise ValueError(f"experiments/heidelberg_digits.py: unknown variant {variant!r}; use one of {list(VARIANTS)}")
+  c = base_config.get_config()
   c.name = f"heidelberg_digits_{variant}"
   c.methods = ("bptt", "rhel", "rhel_centered", "eprop", "tbptt")
   c.num_epochs = 200
@@ -46,6 +73,16 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.data.standin_speakers = 12
   c.data.standin_trials = 6
   c.data.standin_seed = 0
+  # Harder stand-in (synth_corpus.Style); these defaults give the basic stand-in, bit for bit.
+  c.data.standin_voices = "basic"      # or "many": accents x 76 espeak-ng variants, speaker speed/pitch offsets
+  c.data.standin_noise_snr_db = config_dict.placeholder(float)  # None = clean; else min SNR (dB) of white noise
+  c.data.standin_reverb_rt60 = 0.0     # 0 = dry; else max RT60 (s) of each speaker's synthetic room
+  c.data.standin_pad_ms = 0.0          # max silence (ms) added before and after each word
+  c.data.standin_gain_db = 0.0         # max per-utterance gain (dB), either way
+  # Never download: fail with a clear message when manual_dir is not set (the dev variant).
+  c.data.require_manual_dir = False
+  # Size of the label space (the readout's outputs): HD has 20 (digit + 10 for German).
+  c.data.num_classes = 20
   # TFDS cache root (one sub-directory per source).
   c.data.data_dir = "~/tensorflow_datasets/rhel_jax"
   # Features: 16 kHz, 25 ms windows, 10 ms hop, 40 log-mel bands, 2 frames averaged per step.
@@ -57,6 +94,26 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   # Pad/crop every sequence to this many steps (0 = the longest sequence).
   c.data.max_frames = 0
   c.data.num_validation_speakers = 1
+  # The split evaluated during and after training: "test", or "validation" for probes (feature and
+  # training choices are made on the validation speaker; the reported metrics then refer to it).
+  c.data.eval_split = "test"
+  # Speaker-robust feature options, all off by default (data/heidelberg_digits.py:HDConfig).
+  c.data.cmvn = "none"        # per-utterance normalisation over time per band: "mean" or "meanvar"
+  c.data.deltas = 0           # 1: + deltas, 2: + deltas and delta-deltas (n_in = n_mels * (1 + deltas))
+  c.data.delta_width = 9      # odd frame count of the delta filter
+  c.data.trim_db = 0.0        # > 0: trim leading/trailing audio quieter than peak - trim_db
+  c.data.f_min = 0.0          # mel band range (Hz); f_max 0 = sample_rate / 2
+  c.data.f_max = 0.0
+  c.data.top_db = 0.0         # > 0: floor each utterance's mel power at its peak - top_db (dB)
+  # On-the-fly augmentation of each training batch from the step's key (data/augment.py); 0 = off.
+  c.data.augment = ml_collections.ConfigDict({
+      "time_stretch": 0.0,     # max relative speed change, e.g. 0.1
+      "band_shift": 0.0,       # max shift in mel bands, e.g. 2.0
+      "band_warp": 0.0,        # max VTLP warp factor change, e.g. 0.1
+      "time_masks": 0, "time_mask_width": 0,   # SpecAugment time masks: count, max frames
+      "freq_masks": 0, "freq_mask_width": 0,   # SpecAugment band masks: count, max bands
+      "noise_std": 0.0,        # additive Gaussian noise on the standardised features
+  })
 
   if variant == "quick":
     c.data.use_standin = True
@@ -66,4 +123,16 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.checkpoint_every = 4
     c.model.num_hidden = 64
     c.train.lr = 3e-3
+  if variant == "dev":
+    # The FSDD dev corpus: 4 speakers, English only; speaker 03 is test-only, 02 is held out for validation.
+    c.data.manual_dir = dev_corpus_dir()
+    c.data.require_manual_dir = True
+    c.data.num_classes = 10
+  if variant == "hard":
+    c.data.use_standin = True
+    c.data.standin_voices = "many"
+    c.data.standin_noise_snr_db = 5.0
+    c.data.standin_reverb_rt60 = 0.5
+    c.data.standin_pad_ms = 300.0
+    c.data.standin_gain_db = 10.0
   return c

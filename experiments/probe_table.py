@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 
 from experiments import checkpoints
-from experiments.report import PRIMARY
+from experiments import tasks
 
 
 def load_probe(workdir: pathlib.Path) -> list[dict]:
@@ -29,7 +29,7 @@ def load_probe(workdir: pathlib.Path) -> list[dict]:
   config = json.loads(config_path.read_text())
   invocations = checkpoints.read_jsonl(workdir / "invocations.jsonl")
   first = invocations[0] if invocations else {"command": "?", "revision": "?"}
-  primary = PRIMARY[config["task"]["name"]]
+  primary = f"test_{tasks.get(config['task']['name']).primary_metric}"
   out = []
   for method in config["methods"]:
     rows = checkpoints.read_jsonl(workdir / method / "metrics.jsonl")

@@ -21,18 +21,14 @@ import pathlib
 
 import numpy as np
 
-from experiments import checkpoints
+from experiments import checkpoints, tasks
+from experiments.summary import mean_std, recall_by_step_lines
+from rhel_jax.methods import METHODS
 
-PAPER_TABLE1 = {  # the seed paper's Table 1, for the side-by-side column
-    ("heidelberg_digits", "bptt"): "97.56 ± 0.62", ("heidelberg_digits", "rhel"): "97.61 ± 1.03",
-    ("heidelberg_digits", "eprop"): "94.95 ± 1.34", ("heidelberg_digits", "tbptt"): "90.27 ± 0.80",
-    ("copy_paste", "bptt"): "99.46 ± 0.05", ("copy_paste", "rhel"): "99.36 ± 0.02",
-    ("copy_paste", "eprop"): "77.77 ± 0.25", ("copy_paste", "tbptt"): "55.44 ± 6.14",
-}
-COLORS = {"rhel": "tab:blue", "rhel_centered": "tab:orange", "eprop": "tab:green", "tbptt": "tab:red",
-          "readout": "tab:gray"}
-ORDER = ("bptt", "rhel", "rhel_centered", "eprop", "tbptt", "readout")  # Table 1's rows, then any others
-PRIMARY = {"copy_paste": "test_bit_acc", "heidelberg_digits": "test_accuracy"}
+
+def _primary(task: str) -> str:
+  """The ``final.json`` key of the task's primary metric (from the task registry)."""
+  return f"test_{tasks.get(task).primary_metric}"
 
 
 def load_run(workdir: pathlib.Path) -> dict:
@@ -91,38 +87,34 @@ def merge_runs(runs: list[dict]) -> list[dict]:
   return list(merged.values())
 
 
-def _mean_std(values) -> tuple[float, float]:
-  values = np.asarray(values, float)
-  return (float(values.mean()), float(values.std())) if values.size else (math.nan, math.nan)
-
-
 def table1(runs: list[dict]) -> tuple[str, str]:
   """Markdown and CSV of final accuracy per (method, task)."""
-  tasks = list(dict.fromkeys(r["task"] for r in runs))
+  task_names = list(dict.fromkeys(r["task"] for r in runs))
+  order = list(METHODS)  # registration order: Table 1's rows, then any others
   methods = sorted(dict.fromkeys(m for r in runs for m in r["config"]["methods"]),
-                   key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+                   key=lambda m: (order.index(m) if m in order else len(order), m))
   cells, walls, out = {}, {}, io.StringIO()
   writer = csv.writer(out)
   writer.writerow(["method", "task", "workdir", "mean_pct", "std_pct", "seeds", "diverged_seeds", "epochs",
                    "wall_seconds"])
   for r in runs:
     for method, data in r.get("in_progress", {}).items():
-      values = [row[PRIMARY[r["task"]]] for row in data["rows"] if not row.get("diverged")]
-      mean, std = _mean_std(values)
+      values = [row[_primary(r["task"])] for row in data["rows"] if not row.get("diverged")]
+      mean, std = mean_std(values)
       cells[method, r["task"]] = (f"in progress: epoch {data['epoch'] + 1}/{r['config']['num_epochs']}, "
                                   f"{100 * mean:.2f} ± {100 * std:.2f}")
     for method, data in r["methods"].items():
       ok = ~np.asarray(data["final"]["diverged"], bool)
-      mean, std = _mean_std(np.asarray(data["final"][PRIMARY[r["task"]]])[ok])
+      mean, std = mean_std(np.asarray(data["final"][_primary(r["task"])])[ok])
       cells[method, r["task"]] = f"{100 * mean:.2f} ± {100 * std:.2f}" + ("" if ok.all() else f" ({(~ok).sum()} div.)")
       writer.writerow([method, r["task"], str(r["workdir"]), f"{100 * mean:.4f}", f"{100 * std:.4f}", int(ok.sum()),
                        np.flatnonzero(~ok).tolist(), r["config"]["num_epochs"], f"{data['wall_seconds']:.0f}"])
       walls[method, r["task"]] = data["wall_seconds"]
-  head = "| method | " + " | ".join(f"{t} (ours) | {t} (paper) | {t} wall time" for t in tasks) + " |"
-  lines = [head, "|---|" + "---|---|---|" * len(tasks)]
+  head = "| method | " + " | ".join(f"{t} (ours) | {t} (paper) | {t} wall time" for t in task_names) + " |"
+  lines = [head, "|---|" + "---|---|---|" * len(task_names)]
   for method in methods:
-    row = [f"{cells.get((method, t), 'not started')} | {PAPER_TABLE1.get((t, _paper_name(method)), '-')} | "
-           f"{_fmt_hours(walls.get((method, t), math.nan))}" for t in tasks]
+    row = [f"{cells.get((method, t), 'not started')} | {tasks.get(t).paper_table1.get(_paper_name(method), '-')} | "
+           f"{_fmt_hours(walls.get((method, t), math.nan))}" for t in task_names]
     lines.append(f"| {method} | " + " | ".join(row) + " |")
   lines += ["", "Mean ± std over seeds of the final test accuracy (%): per-bit recall accuracy for "
             "Copy-Paste, 20-way accuracy for Heidelberg Digits. `readout` trains only the readout of the "
@@ -134,17 +126,6 @@ def table1(runs: list[dict]) -> tuple[str, str]:
                for m, d in r["methods"].items() if "test_acc_by_step" in d["final"]}
     lines += recall_by_step_lines(by_step, f"{r['task']}: recall accuracy")
   return "\n".join(lines) + "\n", out.getvalue()
-
-
-def recall_by_step_lines(by_step: dict, caption: str = "Recall accuracy") -> list[str]:
-  """Markdown lines of the per-step recall accuracy, ``{method: (window,) mean over seeds}``."""
-  if not by_step:
-    return []
-  window = len(next(iter(by_step.values())))
-  return (["", f"{caption} (%) at each step of the recall window, mean over seeds (50 = chance: "
-           "that step's symbol is not recalled):", "",
-           "| method | " + " | ".join(f"r{i + 1}" for i in range(window)) + " |", "|---|" + "---|" * window]
-          + [f"| {m} | " + " | ".join(f"{100 * a:.1f}" for a in acc) + " |" for m, acc in by_step.items()])
 
 
 def _fmt_hours(seconds: float) -> str:
@@ -202,7 +183,8 @@ def figure1(runs: list[dict], path: pathlib.Path) -> None:
       sem = np.array([v[1] for v in by_epoch.values()])
       # Plot 1 - cosine on a log axis: 0.99999 and 0.2 are both visible (the paper breaks its axis).
       gap = np.clip(1 - mean, 1e-9, None)
-      ax.errorbar(epochs, gap, yerr=sem, marker="o", capsize=3, label=method, color=COLORS.get(method))
+      ax.errorbar(epochs, gap, yerr=sem, marker="o", capsize=3, label=method,
+                  color=METHODS[method].color if method in METHODS else None)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("1 − cos(grad, BPTT grad), floor 1e-9")

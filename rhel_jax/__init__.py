@@ -6,10 +6,17 @@ Public API::
     model = rhel_jax.ModelConfig(alpha=1.0, beta=1.0, dt=0.2)
     ys = rhel_jax.forward(params, model, inputs)                 # (batch, T, n_in) -> (batch, T, n_out)
     loss, grads = rhel_jax.gradient("rhel_centered", params, model, inputs, targets, mask, loss="mse")
+
+A new gradient method is a function plus ``rhel_jax.register(rhel_jax.Method(name, fn, options))``
+(see :mod:`rhel_jax.methods`).
 """
-from rhel_jax.gradients import (DEFAULT_EPS, DEFAULT_EPS_EXACT, METHODS, bptt, default_eps, eprop, forward, gradient,
-                                readout_only, rhel, rhel_centered, tbptt)
-from rhel_jax.integrator import State, echo_phase, forward_phase, hebbian_terms, leapfrog_step, zero_state
+from rhel_jax.gradients import (DEFAULT_EPS, DEFAULT_EPS_EXACT, bptt, default_eps, eprop, forward, gradient, gradient_fn,
+                                readout_only,
+                                rhel, rhel_centered, tbptt)
+from rhel_jax.hebbian import contrast_terms, hebbian_terms
+from rhel_jax.integrator import EchoResult, ForwardResult, echo_phase, forward_phase, leapfrog_step, make_step
+from rhel_jax.state import State, zero_state
+from rhel_jax.methods import METHODS, Method, Option, register, unregister
 from rhel_jax.losses import LOSSES, bce, ce_mean, mse
 from rhel_jax.model import (ACTIVATIONS, PARAM_NAMES, ModelConfig, grad_potential, hamiltonian, init_params,
                             potential, readout, spectral_weights, symmetric)

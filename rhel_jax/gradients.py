@@ -1,5 +1,5 @@
-"""Gradient methods behind one interface: ``bptt``, ``rhel``, ``rhel_centered``, ``tbptt``, ``eprop``,
-``readout``.
+"""Gradient methods behind one interface: ``bptt``, ``rhel``, ``rhel_centered``, ``eprop``, ``tbptt``,
+``readout``, each registered in :mod:`rhel_jax.methods` with its options and contract.
 
 Each method is ``fn(params, model, inputs_tm, targets, mask, loss_fn, **options)
 -> (loss, grads)`` with ``inputs_tm`` time-major (T, B, n_in) and grads in the structure of
@@ -19,15 +19,18 @@ always differentiate the floating-point map, which the grid map approximates to 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Union
+from typing import Union
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rhel_jax import validation
-from rhel_jax.integrator import State, echo_phase, forward_phase, leapfrog_step, zero_state
+from rhel_jax import methods, validation
+from rhel_jax.hebbian import finish_hamiltonian_grads
+from rhel_jax.integrator import echo_phase, forward_phase, leapfrog_step
+from rhel_jax.state import State, zero_state
 from rhel_jax.losses import LossFn, resolve_loss
+from rhel_jax.methods import METHODS, Method, Option, register
 from rhel_jax.model import ModelConfig, Params, readout, recurrent_drive
 
 Array = jax.Array
@@ -37,12 +40,6 @@ def _loss_and_cotangent(loss_fn: LossFn, ys_tm: Array, targets, mask) -> tuple[A
   """Loss and dL/dys, both from the stored readouts; the cotangent comes back time-major."""
   loss, dl_dy = jax.value_and_grad(lambda y: loss_fn(jnp.swapaxes(y, 0, 1), targets, mask))(ys_tm)
   return loss, dl_dy
-
-
-def _finish_hamiltonian_grads(sums: dict[str, Array], model: ModelConfig, scale) -> dict[str, Array]:
-  """Turns Hebbian sums into dL/d(W, b, B): factor h * scale, and dV/dW = rho rho^T / (2 beta)."""
-  factor = model.dt * scale
-  return {"W": sums["W"] * (factor / (2 * model.beta)), "b": sums["b"] * factor, "B": sums["B"] * factor}
 
 
 def bptt(params, model, inputs_tm, targets, mask, loss_fn):
@@ -68,7 +65,7 @@ def rhel(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
   _, diff, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n]), jnp.ones((1,)))
   if not exact:
     diff = jax.tree.map(jnp.subtract, diff, fwd_sums)
-  return loss, {**_finish_hamiltonian_grads(diff, model, 1.0 / eps_n), **out}
+  return loss, {**finish_hamiltonian_grads(diff, model, 1.0 / eps_n), **out}
 
 
 def rhel_centered(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
@@ -83,7 +80,7 @@ def rhel_centered(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
   _, sums, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n, -eps_n]),
                             jnp.array([1.0, -1.0]))
-  return loss, {**_finish_hamiltonian_grads(sums, model, 1.0 / (2 * eps_n)), **out}
+  return loss, {**finish_hamiltonian_grads(sums, model, 1.0 / (2 * eps_n)), **out}
 
 
 def tbptt(params, model, inputs_tm, targets, mask, loss_fn, *, k=2):
@@ -218,15 +215,6 @@ def readout_only(params, model, inputs_tm, targets, mask, loss_fn):
   return loss, {**grads, "W_out": g_out, "b_out": jnp.sum(dl_dy, (0, 1))}
 
 
-# name -> (function, {option: default}); options are keyword arguments of ``gradient``.
-METHODS: dict[str, tuple[Callable, dict]] = {
-    "bptt": (bptt, {}),
-    "rhel": (rhel, {"eps": None}),
-    "rhel_centered": (rhel_centered, {"eps": None}),
-    "tbptt": (tbptt, {"k": 2}),
-    "eprop": (eprop, {}),
-    "readout": (readout_only, {}),
-}
 # Default nudge (per-sequence convention above), from `python -m benchmarks.fidelity`
 # (docs/results.md#gradient-fidelity): per precision, the eps with the best worst-case cosine to
 # float64 BPTT over Copy-Paste (BCE) and a ce_mean classification task, T = 100..4000, at init and
@@ -244,16 +232,30 @@ def default_eps(dtype, model: ModelConfig) -> float:
   return DEFAULT_EPS.get(jnp.dtype(dtype).name, DEFAULT_EPS["float32"])
 
 
-@functools.partial(jax.jit, static_argnames=("method", "model", "loss_fn", "k"))
-def _gradient_jit(method, params, model, inputs, targets, mask, loss_fn, eps=None, k=None):
-  fn, _ = METHODS[method]
-  options = {}
-  if eps is not None:
-    options["eps"] = eps
-  if k is not None:
-    options["k"] = k
+EPS = Option("eps", None, "positive_float", doc="RHEL nudge per sequence (None: rhel_jax.default_eps)",
+             default_fn=default_eps)
+TBPTT_K = Option("k", 2, "positive_int", static=True, config_key="tbptt_k",
+                 doc="truncated-BPTT window in steps")
+
+# Registration order is the display order. bptt_rtol: the worst relative error per tensor on the
+# contract test's float64 problems (T = 20, mse/bce/ce_mean) at the default eps 1e-5 is 7.6e-5 for
+# the one-sided rule (its O(eps) bias) and 3.6e-10 for the centered one; the tolerances leave at least 10x.
+register(Method("bptt", bptt, bptt_rtol=1e-10, summary="jax.grad through the forward scan"))
+register(Method("rhel", rhel, (EPS,), bptt_rtol=1e-3, color="tab:blue",
+                summary="one-sided RHEL (the paper's rule), bias O(eps)"))
+register(Method("rhel_centered", rhel_centered, (EPS,), bptt_rtol=1e-8, color="tab:orange",
+                summary="centered RHEL, two echoes (+eps, -eps), bias O(eps^2)"))
+register(Method("eprop", eprop, color="tab:green", summary="e-prop with exact online eligibility traces"))
+register(Method("tbptt", tbptt, (TBPTT_K,), color="tab:red", summary="truncated BPTT, sliding window of k steps"))
+register(Method("readout", readout_only, bptt_rtol=1e-10, trained=("W_out", "b_out"), color="tab:gray",
+                summary="only the readout learns (the untrained-network floor)"))
+
+
+@functools.partial(jax.jit, static_argnames=("method", "model", "loss_fn", "static_options"))
+def _gradient_jit(method, params, model, inputs, targets, mask, loss_fn, static_options=(), traced_options=None):
   inputs_tm = jnp.swapaxes(inputs, 0, 1)
-  return fn(params, model, inputs_tm, targets, mask, loss_fn, **options)
+  return METHODS[method].fn(params, model, inputs_tm, targets, mask, loss_fn,
+                            **dict(static_options), **(traced_options or {}))
 
 
 def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, targets: Array,
@@ -261,7 +263,8 @@ def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, tar
   """Loss and gradient of the loss with respect to params, by the named method.
 
   Args:
-    method: ``'bptt'``, ``'rhel'``, ``'rhel_centered'``, ``'tbptt'``, ``'eprop'`` or ``'readout'``.
+    method: a name in :data:`rhel_jax.METHODS`: ``'bptt'``, ``'rhel'``, ``'rhel_centered'``,
+      ``'eprop'``, ``'tbptt'``, ``'readout'``, or any registered with :func:`rhel_jax.register`.
     params: mapping with ``W (N, N)``, ``b (N,)``, ``B (n_in, N)``, ``W_out (n_out, N)``,
       ``b_out (n_out,)``.
     model: :class:`ModelConfig`.
@@ -272,34 +275,45 @@ def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, tar
       None means all ones.
     loss: ``'mse'``, ``'bce'``, ``'ce_mean'`` or ``fn(ys (batch, T, n_out), targets, mask)``
       returning a scalar that averages over the batch.
-    **options: ``eps`` (rhel, rhel_centered; default :func:`default_eps`: 1e-5 in float64 and
-      in exact mode, 3e-4 in float32) and ``k`` (tbptt window, default 2).
+    **options: the method's :class:`Option` s, e.g. ``eps`` (rhel, rhel_centered; default
+      :func:`default_eps`: 1e-5 in float64 and in exact mode, 3e-4 in float32) and ``k``
+      (tbptt window, default 2).
   Returns:
     ``(loss, grads)`` with grads a dict shaped like params.
   Raises:
     ValueError naming the field for bad input, and for a non-finite loss or gradient when
     called outside a trace.
   """
-  validation.check_method(method, METHODS)
-  fn, defaults = METHODS[method]
-  unknown = sorted(set(options) - set(defaults))
-  if unknown:
-    raise ValueError(f"gradient: option(s) {unknown} not accepted by method {method!r}; "
-                     f"it takes {sorted(defaults) or 'none'}")
+  spec = methods.get(method)
   loss_fn = resolve_loss(loss)
   params = validation.check_params(params)
   validation.check_model(model)
   inputs, targets, mask = validation.check_data(params, inputs, targets, mask, loss)
-  options = {**defaults, **options}
-  if "eps" in options:
-    if options["eps"] is None:
-      options["eps"] = default_eps(params["W"].dtype, model)
-    validation.check_positive("eps", options["eps"])
-  if "k" in options:
-    validation.check_positive_int("k", options["k"])
-  result = _gradient_jit(method, params, model, inputs, targets, mask, loss_fn, **options)
+  options = spec.resolve_options(options, params["W"].dtype, model)
+  static = tuple((o.name, options[o.name]) for o in spec.options if o.static)
+  traced = {o.name: options[o.name] for o in spec.options if not o.static}
+  result = _gradient_jit(method, params, model, inputs, targets, mask, loss_fn, static, traced)
   validation.check_finite_result(result, method, model)
   return result
+
+
+def gradient_fn(method: str, model: ModelConfig, *, loss: Union[str, LossFn] = "mse", dtype=jnp.float32,
+                **options):
+  """The named method as a jitted ``(params, inputs, targets, mask) -> (loss, grads)``.
+
+  Names, options and the model are checked once here; the arrays are not checked on each call
+  (use :func:`gradient` for that), so this is the form for training loops, ``.lower()`` and
+  benchmarks. Options are compile-time constants. ``dtype`` (the parameters' dtype) selects
+  the default eps. Shapes as in :func:`gradient`.
+  """
+  spec = methods.get(method)
+  validation.check_model(model)
+  loss_fn = resolve_loss(loss)
+  options = spec.resolve_options(options, dtype, model)
+
+  def fn(params, inputs, targets, mask):
+    return spec.fn(params, model, jnp.swapaxes(inputs, 0, 1), targets, mask, loss_fn, **options)
+  return jax.jit(fn)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))

@@ -29,8 +29,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rhel_jax.gradients import _finish_hamiltonian_grads, default_eps
-from rhel_jax.integrator import State, hebbian_terms, leapfrog_step
+from rhel_jax.gradients import default_eps
+from rhel_jax.hebbian import finish_hamiltonian_grads, hebbian_terms
+from rhel_jax.integrator import leapfrog_step
+from rhel_jax.state import State
 from rhel_jax.model import ModelConfig, recurrent_drive
 
 Array = jax.Array
@@ -110,7 +112,7 @@ def _echo_layer_bwd(model, method, eps, residuals, ct):
     sums, proj = _echo(params, model, final, inputs_tm, ct, jnp.stack([eps_n, -eps_n]))
     diff = {k: v[0] - v[1] for k, v in sums.items()}
     d_proj, scale = proj[:, 0] - proj[:, 1], 1.0 / (2 * eps_n)
-  return _finish_hamiltonian_grads(diff, model, scale), d_proj * (model.dt * scale)
+  return finish_hamiltonian_grads(diff, model, scale), d_proj * (model.dt * scale)
 
 
 _echo_layer.defvjp(_echo_layer_fwd, _echo_layer_bwd)

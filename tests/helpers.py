@@ -1,9 +1,9 @@
 """Small shared fixtures for the tests."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import rhel_jax
+from rhel_jax.alignment import agreement
 
 
 def make_problem(loss="mse", *, n_in=3, n_hidden=16, n_out=2, batch=4, steps=40, seed=0,
@@ -30,13 +30,11 @@ def make_problem(loss="mse", *, n_in=3, n_hidden=16, n_out=2, batch=4, steps=40,
 
 
 def rel_error(a, b):
-  a, b = np.ravel(np.asarray(a)), np.ravel(np.asarray(b))
-  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+  return agreement(a, b)["relerr"]
 
 
 def cosine(a, b):
-  a, b = np.ravel(np.asarray(a)), np.ravel(np.asarray(b))
-  return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+  return agreement(a, b)["cos"]
 
 
 def assert_tree_rel_close(test, got, want, rtol, what=""):

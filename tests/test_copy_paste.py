@@ -9,8 +9,7 @@ from absl.testing import absltest, parameterized
 
 import rhel_jax
 from experiments import checkpoints, train
-from experiments.tasks import CopyPaste
-from rhel_jax.copy_task import CopyTask, metrics
+from experiments.tasks.copy_paste import CopyPaste, CopyTask, metrics
 from tests.test_experiments import tiny_config
 
 
@@ -62,11 +61,11 @@ class CurriculumTest(absltest.TestCase):
 
   def test_stages_yield_the_configured_lengths(self):
     config = tiny_config(**{"task.seq_len": 40, "task.curriculum": (20, 30), "task.curriculum_stage_epochs": 2})
-    task = CopyPaste(config, jnp.float32)
+    task = CopyPaste.from_config(config, jnp.float32)
     self.assertEqual([task.train_seq_len(e) for e in range(7)], [20, 20, 30, 30, 40, 40, 40])
     key = jax.random.key(0)
     for seq_len in (20, 30, 40):
-      inputs, targets, mask = task.train_batch(key, 3, seq_len)
+      inputs, targets, mask = task.train_batch(task.train_data(), key, 3, seq_len)
       self.assertEqual(inputs.shape, (config.batch_size, seq_len, 4))
       self.assertEqual(mask.shape, (config.batch_size, seq_len))
       # Pattern first, recall window last: the delay is what the curriculum shortens.
@@ -77,7 +76,7 @@ class CurriculumTest(absltest.TestCase):
     self.assertEqual(task.test_set(key)[0].shape[1], 40)
 
   def test_off_by_default(self):
-    task = CopyPaste(tiny_config(), jnp.float32)
+    task = CopyPaste.from_config(tiny_config(), jnp.float32)
     self.assertEqual({task.train_seq_len(e) for e in range(50)}, {task.seq_len})
 
   def test_training_runs_each_stage_and_logs_its_length(self):

@@ -8,9 +8,9 @@ from absl.testing import absltest, parameterized
 from jax import lax
 
 import rhel_jax
-from rhel_jax import integrator
-from rhel_jax.integrator import (State, echo_phase, forward_phase, from_grid, grid_leapfrog_step, leapfrog_step,
-                                 to_grid, twin_step)
+from rhel_jax import exact as grid
+from rhel_jax.exact import from_grid, grid_leapfrog_step, to_grid, twin_step
+from rhel_jax.integrator import State, echo_phase, forward_phase, leapfrog_step
 from tests.helpers import make_problem, rel_error
 
 
@@ -45,7 +45,7 @@ class ExactReversibilityTest(parameterized.TestCase):
     inputs_tm = jnp.swapaxes(inputs, 0, 1)
     final, ys, _ = forward_phase(params, model, inputs_tm)
     self.assertFalse(bool(jnp.all(final.phi == 0)))
-    with mock.patch.object(integrator, "_share_twin_matmul", lambda: share_matmul):
+    with mock.patch.object(grid, "_share_twin_matmul", lambda: share_matmul):
       end, contrast, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys),
                                     jnp.zeros((2,), jnp.float32), jnp.array([1.0, -1.0]))
     # Back at the zero initial state, bit for bit, and the contrast of echo and forward phase is
@@ -128,7 +128,7 @@ class DeviationTest(parameterized.TestCase):
     pi = 4 * to_grid(jax.random.normal(keys[1], (3, 16)) / 4, model)[0]
     dev = State(0.2 * jax.random.normal(keys[2], (2, 3, 16)), 0.2 * jax.random.normal(keys[3], (2, 3, 16)))
     u = inputs[:, 0]
-    with mock.patch.object(integrator, "_share_twin_matmul", lambda: share_matmul):
+    with mock.patch.object(grid, "_share_twin_matmul", lambda: share_matmul):
       # A fresh function per case, so that no trace from the other case is reused.
       new_twin, r, overflow, new_dev, dr = jax.jit(lambda *a: twin_step(params, model, *a))(State(phi, pi), dev, u)
     self.assertFalse(bool(jnp.any(overflow)))

@@ -1,5 +1,4 @@
 """The README's bring-your-own-model example trains, and RHEL follows BPTT there."""
-import jax.numpy as jnp
 from absl.testing import absltest
 
 from examples import stacked_rnn

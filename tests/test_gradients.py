@@ -221,32 +221,7 @@ class ReadoutOnlyTest(parameterized.TestCase):
       np.testing.assert_array_equal(got[k], np.zeros_like(params[k]))
 
 
-class TransformationsTest(chex.TestCase):
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_jit_and_no_jit_agree(self):
-    params, model, inputs, targets, mask = make_problem(steps=20)
-    inputs_tm = jnp.swapaxes(inputs, 0, 1)
-    for method, options in (("rhel", {"eps": 1e-4}), ("rhel_centered", {"eps": 1e-4}),
-                            ("tbptt", {"k": 2}), ("eprop", {}), ("bptt", {}), ("readout", {})):
-      fn = rhel_jax.METHODS[method][0]
-      run = self.variant(lambda p, x, y, m: fn(p, model, x, y, m, LOSSES["mse"], **options))
-      want = rhel_jax.gradient(method, params, model, inputs, targets, mask, **options)
-      chex.assert_trees_all_close(run(params, inputs_tm, targets, mask), want, rtol=1e-10, atol=1e-13)
-
-  def test_vmap_over_five_seeds_equals_separate_calls(self):
-    problems = [make_problem(steps=25, seed=s) for s in range(5)]
-    params, inputs, targets, mask = (jax.tree.map(lambda *xs: jnp.stack(xs), *[p[i] for p in problems])
-                                     for i in (0, 2, 3, 4))
-    model = problems[0][1]
-    for method in ("rhel_centered", "rhel", "bptt", "eprop", "tbptt", "readout"):
-      options = {"eps": 1e-4} if method.startswith("rhel") else {}
-      batched = jax.vmap(lambda p, x, y, m: rhel_jax.gradient(method, p, model, x, y, m, **options))
-      out = batched(params, inputs, targets, mask)
-      chex.assert_shape(out[1]["W"], (5, 16, 16))
-      for seed, problem in enumerate(problems):
-        single = _grad(method, problem, "mse", **options)
-        chex.assert_trees_all_close(jax.tree.map(lambda a: a[seed], out), single, rtol=1e-11, atol=1e-13)
+# jit vs eager and vmap vs a loop, for every registered method: tests/test_method_contract.py.
 
 
 if __name__ == "__main__":

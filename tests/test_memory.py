@@ -8,7 +8,6 @@ import jax.numpy as jnp
 from absl.testing import absltest, parameterized
 
 import rhel_jax
-from rhel_jax.gradients import _gradient_jit
 from rhel_jax.losses import mse
 
 N, BATCH, N_IN, N_OUT = 64, 8, 2, 2
@@ -19,8 +18,8 @@ def temp_floats_per_step_per_sequence(method, **options):
   temps = []
   for steps in (200, 800):
     spec = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-    compiled = _gradient_jit.lower(method, params, rhel_jax.ModelConfig(), spec(BATCH, steps, N_IN),
-                                   spec(BATCH, steps, N_OUT), spec(BATCH, steps), mse, **options).compile()
+    step = rhel_jax.gradient_fn(method, rhel_jax.ModelConfig(), loss=mse, **options)
+    compiled = step.lower(params, spec(BATCH, steps, N_IN), spec(BATCH, steps, N_OUT), spec(BATCH, steps)).compile()
     temps.append(compiled.memory_analysis().temp_size_in_bytes)
   return (temps[1] - temps[0]) / (600 * BATCH * 4)
 

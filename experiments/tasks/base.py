@@ -1,0 +1,90 @@
+"""The task interface and registry (see the package docstring)."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import ml_collections
+
+Array = Any
+
+
+class Task:
+  """The interface. Class attributes describe the task; instances hold its shapes and data.
+
+  Class attributes:
+    name: ``config.task.name``.
+    loss: a name from ``rhel_jax.LOSSES``.
+    primary_metric: the metric Table 1 reports (a key of :meth:`metrics`).
+    summary_metrics: the metrics ``results.md`` shows, primary first.
+    fraction_metrics: those of ``summary_metrics`` shown as percentages.
+    paper_table1: the seed paper's Table 1 entries for the task, by method (for the report).
+  Instance attributes (set by ``from_config``): ``n_in``, ``n_out``, ``seq_len`` (the test
+  length), ``steps_per_epoch``, ``sizes`` (split sizes, or None).
+  """
+  name: ClassVar[str]
+  loss: ClassVar[str]
+  primary_metric: ClassVar[str]
+  summary_metrics: ClassVar[tuple[str, ...]]
+  fraction_metrics: ClassVar[tuple[str, ...]] = ()
+  paper_table1: ClassVar[dict[str, str]] = {}
+  sizes = None
+
+  @classmethod
+  def validate_config(cls, config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the field (``config.task.seq_len``) for a bad task field."""
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, dtype) -> "Task":
+    raise NotImplementedError
+
+  def train_data(self):
+    """Arrays ``train_batch`` samples from (a pytree, or None for generated data)."""
+    return None
+
+  def train_seq_len(self, epoch: int) -> int:
+    """Training length in ``epoch`` (a Python int, static under jit; a curriculum may vary it)."""
+    del epoch
+    return self.seq_len
+
+  def train_batch(self, data, key: Array, step: Array, seq_len: int):
+    """Training batch of optimizer step ``step`` (traced int) for one seed's data ``key``."""
+    raise NotImplementedError
+
+  def test_set(self, key: Array):
+    raise NotImplementedError
+
+  def probe_batch(self, key: Array):
+    """The fixed batch on which gradients are compared with BPTT's (Figure 1)."""
+    raise NotImplementedError
+
+  def metrics(self, ys: Array, targets: Array, mask: Array) -> dict[str, Array]:
+    """Scalar (or per-step) test metrics of readouts ``ys (B, T, n_out)``; includes ``loss``."""
+    raise NotImplementedError
+
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(task: type[Task], *, replace: bool = False) -> type[Task]:
+  """Adds a :class:`Task` subclass under ``task.name``; usable as a class decorator."""
+  if not (isinstance(task, type) and issubclass(task, Task)):
+    raise TypeError(f"register: expected a Task subclass, got {task!r}")
+  if task.name in TASKS and not replace:
+    raise ValueError(f"register: a task named {task.name!r} is already registered")
+  TASKS[task.name] = task
+  return task
+
+
+def unregister(name: str) -> None:
+  TASKS.pop(name, None)
+
+
+def get(name: str) -> type[Task]:
+  if name not in TASKS:
+    raise ValueError(f"config.task.name: unknown task {name!r}; known: {sorted(TASKS)}")
+  return TASKS[name]
+
+
+def build_task(config: ml_collections.ConfigDict, dtype) -> Task:
+  return get(config.task.name).from_config(config, dtype)

@@ -1,0 +1,98 @@
+"""Heidelberg Digits (or any corpus in its layout) as a task: classification of the time-averaged
+logits of log-mel sequences. The data side (TFDS build, features) is ``data/`` and
+``experiments/hd_data.py``.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from data import augment as hd_augment
+from experiments import config_fields as check
+from experiments.tasks.base import Task, register
+from rhel_jax import losses
+
+
+@register
+class HeidelbergDigits(Task):
+  """The padded splits live on the device; each epoch is a permutation of the training set drawn
+  from the seed's data key, so batches are exact epochs and reproducible. All seeds share the
+  official test split.
+  """
+  name = "heidelberg_digits"
+  loss = "ce_mean"
+  primary_metric = "accuracy"
+  summary_metrics = ("accuracy",)
+  fraction_metrics = ("accuracy",)
+  paper_table1 = {"bptt": "97.56 ± 0.62", "rhel": "97.61 ± 1.03", "eprop": "94.95 ± 1.34", "tbptt": "90.27 ± 0.80"}
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, dtype) -> "HeidelbergDigits":
+    from experiments import hd_data
+    arrays = hd_data.load(config.data)
+    return cls(arrays, batch_size=config.batch_size, probe_size=config.alignment_batch_size,
+               steps_per_epoch=config.steps_per_epoch, n_out=hd_data.num_classes(config.data, arrays),
+               eval_split=hd_data.eval_split(config.data), augment=hd_augment.from_config(config.data), dtype=dtype)
+
+  @classmethod
+  def validate_config(cls, config: ml_collections.ConfigDict) -> None:
+    check.int_field(config, "steps_per_epoch", minimum=0)
+    for path in ("data.sample_rate", "data.n_mels", "data.time_downsample", "data.standin_speakers",
+                 "data.standin_trials"):
+      check.int_field(config, path)
+    for path in ("data.max_frames", "data.num_validation_speakers", "data.standin_seed"):
+      check.int_field(config, path, minimum=0)
+    check.float_field(config, "data.win_ms")
+    check.float_field(config, "data.hop_ms")
+    from experiments import hd_data
+    hd_data.validate(config.data)  # the feature, stand-in and augmentation fields
+
+  def __init__(self, arrays, *, batch_size: int, probe_size: int, steps_per_epoch: int = 0, n_out: int = 20,
+               eval_split: str = "test", augment: hd_augment.AugmentConfig = hd_augment.AugmentConfig(),
+               dtype=jnp.float32):
+    """``arrays``: {'train', 'test', ...} of ``hd_loader.HDArrays`` (inputs, labels, mask).
+
+    ``eval_split``: the split evaluated as the test set ('validation' for probes, which must never
+    read the test speakers). ``augment``: on-the-fly augmentation of training batches (off by default).
+    """
+    self.n_in, self.n_out = arrays["train"].inputs.shape[2], n_out
+    self.dtype = dtype
+    self.augment = augment
+    as_device = lambda a: (jnp.asarray(a.inputs, dtype), jnp.asarray(a.labels), jnp.asarray(a.mask, dtype))
+    self.train, self.test = as_device(arrays["train"]), as_device(arrays[eval_split])
+    self.num_train = len(arrays["train"])
+    self.batch_size, self.probe_size = batch_size, probe_size
+    for name, size in (("batch_size", self.batch_size), ("alignment_batch_size", self.probe_size)):
+      if size > self.num_train:
+        raise ValueError(f"config.{name}={size} exceeds the {self.num_train} training examples")
+    self.steps_per_epoch = steps_per_epoch or self.num_train // self.batch_size
+    self.sizes = {split: len(a) for split, a in arrays.items()}
+    self.seq_len = arrays["train"].inputs.shape[1]
+
+  def _take(self, data, idx):
+    return tuple(x[idx] for x in data)
+
+  def train_data(self):
+    return self.train
+
+  def train_batch(self, data, key, step, seq_len=None):
+    del seq_len  # utterances keep their length
+    epoch, i = step // self.steps_per_epoch, step % self.steps_per_epoch
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), self.num_train)
+    inputs, labels, mask = self._take(data, jax.lax.dynamic_slice(order, (i * self.batch_size,), (self.batch_size,)))
+    aug_key = jax.random.fold_in(jax.random.fold_in(key, step), 1)  # apart from the permutation's keys
+    inputs, mask = hd_augment.augment(aug_key, inputs, mask, self.augment)
+    return inputs, labels, mask
+
+  def test_set(self, key):
+    del key  # the official test split, the same for every seed
+    return self.test
+
+  def probe_batch(self, key):
+    return self._take(self.train, jax.random.choice(key, self.num_train, (self.probe_size,), replace=False))
+
+  def metrics(self, ys, labels, mask):
+    mean_logits = jnp.sum(mask[..., None] * ys, 1) / jnp.sum(mask, 1)[:, None]
+    return {"accuracy": jnp.mean(jnp.argmax(mean_logits, -1) == labels),
+            "loss": losses.ce_mean(ys, labels, mask)}

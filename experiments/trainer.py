@@ -1,0 +1,95 @@
+"""One method's jitted, seed-vmapped functions: init, a whole epoch (a ``lax.scan`` of optimizer
+steps), evaluation and gradient alignment with BPTT."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import rhel_jax
+from experiments.optim import make_optimizer
+from rhel_jax.alignment import alignment_with
+from rhel_jax.integrator import forward_phase
+from rhel_jax.losses import LOSSES
+from rhel_jax.methods import METHODS
+
+
+def model_config(config) -> rhel_jax.ModelConfig:
+  m = config.model
+  return rhel_jax.ModelConfig(alpha=m.alpha, beta=m.beta, dt=m.dt, rho=m.rho,
+                              exact_reversible=m.exact_reversible, grid_bits=m.grid_bits)
+
+
+def method_options(config, method: str) -> dict:
+  """The method's options from ``config.method.<config_key>``, defaults resolved (None -> default)."""
+  spec = rhel_jax.METHODS[method]
+  given = {o.name: config.method.get(o.config_key) for o in spec.options}
+  return spec.resolve_options({k: v for k, v in given.items() if v is not None}, config.model.dtype,
+                              model_config(config))
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+class MethodTrainer:
+  """Jitted, seed-vmapped functions for one method: init, one epoch, evaluation, alignment."""
+
+  def __init__(self, config, task, method: str, dtype):
+    self.config, self.task, self.method, self.dtype = config, task, method, dtype
+    self.model = model_config(config)
+    self.fn = METHODS[method].fn
+    self.options = method_options(config, method)
+    self.loss_fn = LOSSES[task.loss]
+    self.steps_per_epoch = task.steps_per_epoch
+    self.optimizer = make_optimizer(config.train, config.num_epochs * self.steps_per_epoch)
+    self.init = jax.jit(jax.vmap(self._init))
+    # seq_len is static: each curriculum length compiles once.
+    # The task's training arrays (if any) are an argument shared by every seed, not a constant.
+    self.epoch = jax.jit(lambda state, keys, data, epoch, seq_len: jax.vmap(
+        lambda s, k: self._epoch(s, k, data, epoch, seq_len))(state, keys), static_argnums=4)
+    self.evaluate = jax.jit(jax.vmap(self._evaluate))
+    self.alignment = jax.jit(jax.vmap(self._alignment))
+
+  def _init(self, key):
+    m = self.config.model
+    params = rhel_jax.init_params(key, self.task.n_in, m.num_hidden, self.task.n_out, dtype=self.dtype,
+                                  w_scale=m.w_scale, in_scale=m.in_scale, b_scale=m.b_scale,
+                                  out_scale=m.out_scale,
+                                  spectrum=((m.alpha, m.beta, m.omega_min, m.omega_max)
+                                            if m.w_init == "spectral" else None))
+    return {"params": params, "opt_state": self.optimizer.init(params), "diverged": jnp.array(False)}
+
+  def _grads(self, params, batch, fn=None, options=None):
+    inputs, targets, mask = batch
+    fn = fn or self.fn
+    options = self.options if options is None else options
+    return fn(params, self.model, jnp.swapaxes(inputs, 0, 1), targets, mask, self.loss_fn, **options)
+
+  def _epoch(self, state, data_key, data, epoch, seq_len):
+    """One epoch for one seed. A non-finite loss or gradient freezes the seed (no update)."""
+    def train_step(state, i):
+      step = epoch * self.steps_per_epoch + i
+      loss, grads = self._grads(state["params"], self.task.train_batch(data, data_key, step, seq_len))
+      # Frozen tensors get no update (and do not count towards the clipping norm).
+      grads = {k: jnp.zeros_like(g) if k in self.config.train.frozen_params else g for k, g in grads.items()}
+      ok = jnp.isfinite(loss) & _all_finite(grads) & ~state["diverged"]
+      updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
+      params = optax.apply_updates(state["params"], updates)
+      keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+      new_state = {"params": keep(params, state["params"]), "opt_state": keep(opt_state, state["opt_state"]),
+                   "diverged": state["diverged"] | ~ok}
+      return new_state, loss
+
+    state, step_losses = jax.lax.scan(train_step, state, jnp.arange(self.steps_per_epoch))
+    return state, jnp.mean(step_losses)
+
+  def _evaluate(self, params, test):
+    inputs, targets, mask = test
+    _, ys, _ = forward_phase(params, self.model, jnp.swapaxes(inputs, 0, 1))
+    return self.task.metrics(jnp.swapaxes(ys, 0, 1), targets, mask)
+
+  def _alignment(self, params, probe):
+    _, ref = self._grads(params, probe, METHODS["bptt"].fn, {})
+    _, grads = self._grads(params, probe)
+    return alignment_with(grads, ref)

@@ -1,0 +1,82 @@
+"""A run's workdir: the saved config (a different one is refused, a field added by newer code is
+accepted at its neutral value) and the git revision of the code that runs."""
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+
+from absl import logging
+
+from experiments import checkpoints
+
+
+def git_revision() -> str:
+  """Short revision of the code that runs, ``-dirty`` when tracked files outside docs/ differ."""
+  try:
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=pathlib.Path(__file__).parent, check=True).stdout.strip()
+    # Result files under docs/ that a measurement rewrites do not make the code dirty.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)docs"],
+                           capture_output=True, text=True, cwd=pathlib.Path(__file__).parent).stdout.strip()
+    return rev + ("-dirty" if dirty else "")
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
+  """Creates the workdir and saves the config; refuses a workdir that holds a different run."""
+  resolved = json.loads(config.to_json_best_effort())
+  path = workdir / "config.json"
+  if path.exists():
+    saved = json.loads(path.read_text())
+    diff = sorted(_diff_keys(saved, resolved))
+    # A field added by newer code (absent from the saved config) is accepted when its value is the
+    # one that reproduces the code before it (ADDED_FIELDS), so a long run resumes across such a
+    # change; any other difference is refused.
+    changed = [k for k, added in diff if not added or _lookup(resolved, k) != ADDED_FIELDS.get(k, _MISSING)]
+    if changed:
+      if not overwrite:
+        raise ValueError(f"workdir {workdir} holds a run with a different config (fields {changed}); "
+                         "use another --workdir, or --overwrite to delete that run")
+      shutil.rmtree(workdir)
+    elif diff:
+      logging.info("workdir %s: config fields new since the run started, at their defaults: %s", workdir,
+                   [k for k, _ in diff])
+  workdir.mkdir(parents=True, exist_ok=True)
+  checkpoints.atomic_write_text(path, json.dumps(resolved, indent=1, sort_keys=True))
+
+
+_MISSING = object()
+# Config fields added after runs had been started, with the value that behaves as the code did
+# before the field existed (JSON form). Only these may be absent from a saved config.
+ADDED_FIELDS = {"train.frozen_params": [], "train.w_lr_scale": 1.0, "task.curriculum": [],
+                "task.curriculum_stage_epochs": 10, "model.w_init": "gaussian", "model.omega_min": 0.1,
+                "model.omega_max": 3.0,
+                # Heidelberg Digits' feature, stand-in and augmentation options, all off.
+                "data.standin_voices": "basic", "data.standin_noise_snr_db": None, "data.standin_reverb_rt60": 0.0,
+                "data.standin_pad_ms": 0.0, "data.standin_gain_db": 0.0, "data.require_manual_dir": False,
+                "data.num_classes": 20, "data.eval_split": "test", "data.cmvn": "none", "data.deltas": 0,
+                "data.delta_width": 9, "data.trim_db": 0.0, "data.f_min": 0.0, "data.f_max": 0.0, "data.top_db": 0.0,
+                "data.augment": {"time_stretch": 0.0, "band_shift": 0.0, "band_warp": 0.0, "time_masks": 0,
+                                 "time_mask_width": 0, "freq_masks": 0, "freq_mask_width": 0, "noise_std": 0.0}}
+
+
+def _lookup(tree: dict, dotted: str):
+  for part in dotted.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return _MISSING
+    tree = tree[part]
+  return tree
+
+
+def _diff_keys(saved, new, prefix=""):
+  """Yields ``(dotted field, added)`` for each difference; ``added``: the field is not in ``saved``."""
+  if isinstance(saved, dict) and isinstance(new, dict):
+    for k in set(saved) | set(new):
+      yield from _diff_keys(saved.get(k, _MISSING), new.get(k, _MISSING), f"{prefix}{k}.")
+  elif saved is _MISSING:
+    yield prefix.rstrip("."), True
+  elif saved != new:
+    yield prefix.rstrip("."), False

@@ -1,0 +1,152 @@
+"""docs/architecture.md is current and the layering rules hold on the real tree; on small synthetic trees
+the rules do catch a core module importing an experiment, and import cycles."""
+import contextlib
+import io
+import pathlib
+import tempfile
+import textwrap
+
+from absl.testing import absltest
+
+from tools import architecture
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def write_tree(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
+  for rel, source in files.items():
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(source))
+  return root
+
+
+def run_main(*argv) -> tuple[int, str]:
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    status = architecture.main(list(argv))
+  return status, err.getvalue()
+
+
+class RealTreeTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.graph = architecture.build_graph(ROOT)
+
+  def test_finds_the_packages_and_the_core(self):
+    self.assertIn("rhel_jax", self.graph.packages)
+    self.assertIn("experiments", self.graph.packages)
+    self.assertNotIn("tests", self.graph.packages)
+    self.assertIn("rhel_jax", self.graph.modules)
+    # Every Python file of every package is a module of the graph.
+    files = {p.relative_to(ROOT).as_posix() for pkg in self.graph.packages for p in (ROOT / pkg).rglob("*.py")
+             if all(part.isidentifier() for part in p.relative_to(ROOT).with_suffix("").parts)
+             and "__pycache__" not in p.parts}
+    self.assertEqual(files, {m.path for m in self.graph.modules.values()})
+
+  def test_core_imports_nothing_outside_itself(self):
+    self.assertEqual(architecture.core_isolation_violations(self.graph), [])
+
+  def test_no_import_cycles(self):
+    self.assertEqual(architecture.module_level_cycles(self.graph), [])
+    self.assertEqual(architecture.lazy_cycles(self.graph), [])
+
+  def test_page_is_up_to_date(self):
+    status, err = run_main("--check", "--root", str(ROOT))
+    self.assertEqual(status, 0, f"{err}\nRegenerate: python -m tools.architecture --out docs/architecture.md")
+
+
+class SyntheticTreeTest(absltest.TestCase):
+
+  def tmp(self) -> pathlib.Path:
+    # absltest's create_tempdir needs parsed absl flags, which pytest does not provide.
+    d = tempfile.TemporaryDirectory()
+    self.addCleanup(d.cleanup)
+    return pathlib.Path(d.name)
+
+  def test_core_importing_an_experiment_is_caught(self):
+    root = write_tree(self.tmp(), {
+        "rhel_jax/__init__.py": '"""Core."""\nfrom rhel_jax import model\n',
+        "rhel_jax/model.py": '"""Model."""\nimport numpy\n',
+        "rhel_jax/bad.py": """\
+            \"\"\"Reaches into the experiments, lazily.\"\"\"
+            def f():
+              from experiments.train import run
+              return run
+            """,
+        "experiments/__init__.py": "",
+        "experiments/train.py": "from rhel_jax import model\nrun = 1\n",
+    })
+    graph = architecture.build_graph(root)
+    violations = architecture.core_isolation_violations(graph)
+    self.assertLen(violations, 1)
+    self.assertIn("rhel_jax.bad imports experiments.train", violations[0])
+    self.assertIn("lazy", violations[0])
+    self.assertEqual(architecture.module_level_cycles(graph), [])
+    status, err = run_main("--check", "--root", str(root))
+    self.assertEqual(status, 1)
+    self.assertIn("imports experiments.train", err)
+
+  def test_cycles_are_caught_module_level_and_lazy(self):
+    root = write_tree(self.tmp(), {
+        "experiments/__init__.py": "",
+        "experiments/a.py": "from . import b\n",                      # relative, submodule by name
+        "experiments/b.py": "import experiments.a\n",
+        "experiments/c.py": "from experiments.d import thing\n",
+        "experiments/d.py": "def thing():\n  from experiments import c\n",  # closes only at call time
+        "experiments/e.py": "from experiments.a import *\n",               # no cycle: e is imported by none
+    })
+    graph = architecture.build_graph(root)
+    self.assertEqual(architecture.module_level_cycles(graph), ["experiments.a --> experiments.b --> experiments.a"])
+    self.assertEqual(architecture.lazy_cycles(graph), ["experiments.c --> experiments.d -.-> experiments.c"])
+    self.assertEqual(architecture.core_isolation_violations(graph), [])
+    status, err = run_main("--check", "--root", str(root))
+    self.assertEqual(status, 1)
+    self.assertIn("experiments.a --> experiments.b", err)
+
+  def test_stale_page_is_caught_and_regeneration_fixes_it(self):
+    root = write_tree(self.tmp(), {
+        "rhel_jax/__init__.py": '"""Core."""\n',
+        "rhel_jax/model.py": '"""Model."""\n',
+    })
+    self.assertEqual(run_main("--check", "--root", str(root))[0], 1)  # no page yet
+    self.assertEqual(run_main("--root", str(root))[0], 0)
+    page = (root / "docs/architecture.md").read_text()
+    self.assertIn("```mermaid\nflowchart", page)
+    self.assertIn("| `rhel_jax.model` | `rhel_jax/model.py` | Model. |", page)
+    self.assertEqual(run_main("--check", "--root", str(root))[0], 0)
+    # Only the revision differs: still current.
+    (root / "docs/architecture.md").write_text(page.replace("at revision `unknown`", "at revision `abc1234`"))
+    self.assertEqual(run_main("--check", "--root", str(root))[0], 0)
+    # A new import edge makes the page stale.
+    (root / "rhel_jax/gradients.py").write_text('"""Grads."""\nfrom rhel_jax.model import x\n')
+    status, err = run_main("--check", "--root", str(root))
+    self.assertEqual(status, 1)
+    self.assertIn("m_rhel_jax__gradients --> m_rhel_jax__model", err)
+
+  def test_resolution_of_import_forms(self):
+    root = write_tree(self.tmp(), {
+        "pkg/__init__.py": "from pkg.sub import mod\n",
+        "pkg/sub/__init__.py": "from . import mod\nfrom .. import other\n",
+        "pkg/sub/mod.py": "import importlib\nimport pkg.sub\nimport numpy as np\n"
+                          "def f():\n  return importlib.import_module('pkg.other')\n",
+        "pkg/other.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n  from pkg.sub.mod import f\n"
+                        "from pkg import name_in_init\n",
+    })
+    graph = architecture.build_graph(root)
+    self.assertEqual(graph.edges(), {
+        ("pkg", "pkg.sub.mod"): False,
+        ("pkg.other", "pkg"): False,
+        ("pkg.other", "pkg.sub.mod"): True,
+        ("pkg.sub", "pkg.other"): False,
+        ("pkg.sub", "pkg.sub.mod"): False,
+        ("pkg.sub.mod", "pkg.other"): True,
+        ("pkg.sub.mod", "pkg.sub"): False,
+    })
+    self.assertIn("pkg.sub --> pkg.sub.mod --> pkg.sub", architecture.module_level_cycles(graph))
+
+
+if __name__ == "__main__":
+  absltest.main()

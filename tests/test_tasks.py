@@ -1,0 +1,119 @@
+"""The task registry: a new task is one class plus one registry entry, and the whole pipeline
+(config checks, training, results.md, the report) runs it with no other change."""
+import json
+import pathlib
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest
+
+from experiments import base_config, report, tasks, train
+from experiments.config_fields import int_field
+from experiments.tasks.copy_paste import CopyPaste
+from experiments.tasks.heidelberg_digits import HeidelbergDigits
+from rhel_jax import losses
+
+
+class SignOfSum(tasks.Task):
+  """Tiny synthetic task (test only): the sign of the running sum of a noise input, at every step.
+
+  Its training data is a fixed pool of sequences passed to ``train_batch`` as an argument, so it
+  also checks that path of the interface."""
+  name = "test_sign_of_sum"
+  loss = "bce"
+  primary_metric = "acc"
+  summary_metrics = ("acc",)
+  fraction_metrics = ("acc",)
+
+  @classmethod
+  def validate_config(cls, config):
+    int_field(config, "task.seq_len")
+    int_field(config, "task.pool")
+
+  @classmethod
+  def from_config(cls, config, dtype):
+    return cls(config.task.seq_len, config.task.pool, config.batch_size, config.alignment_batch_size,
+               config.steps_per_epoch, dtype)
+
+  def __init__(self, seq_len, pool, batch_size, probe_size, steps_per_epoch, dtype):
+    self.n_in, self.n_out, self.seq_len = 1, 1, seq_len
+    self.batch_size, self.probe_size, self.steps_per_epoch, self.dtype = batch_size, probe_size, steps_per_epoch, dtype
+    self.pool = self._make(jax.random.key(123), pool)
+
+  def _make(self, key, n):
+    x = jax.random.normal(key, (n, self.seq_len, 1), self.dtype)
+    return x, (jnp.cumsum(x, 1) > 0).astype(self.dtype), jnp.ones((n, self.seq_len), self.dtype)
+
+  def train_data(self):
+    return self.pool
+
+  def train_batch(self, data, key, step, seq_len=None):
+    idx = jax.random.choice(jax.random.fold_in(key, step), data[0].shape[0], (self.batch_size,))
+    return tuple(a[idx] for a in data)
+
+  def test_set(self, key):
+    return self._make(key, 32)
+
+  def probe_batch(self, key):
+    return self._make(key, self.probe_size)
+
+  def metrics(self, ys, targets, mask):
+    return {"acc": jnp.mean((ys > 0) == (targets > 0.5)), "loss": losses.bce(ys, targets, mask)}
+
+
+def sign_config():
+  import ml_collections
+  c = base_config.get_config()
+  c.name = "sign_of_sum"
+  c.methods = ("bptt", "rhel_centered")
+  c.num_seeds, c.num_epochs, c.steps_per_epoch, c.batch_size = 2, 3, 5, 8
+  c.alignment_batch_size, c.alignment_epochs, c.checkpoint_every = 8, (0, 2), 1
+  c.model.num_hidden = 8
+  c.task = ml_collections.ConfigDict({"name": SignOfSum.name, "seq_len": 12, "pool": 64})
+  return c
+
+
+class TaskRegistryTest(absltest.TestCase):
+
+  def setUp(self):
+    tasks.register(SignOfSum)
+    self.addCleanup(tasks.unregister, SignOfSum.name)
+    d = tempfile.TemporaryDirectory()
+    self.addCleanup(d.cleanup)
+    self.workdir = pathlib.Path(d.name) / "run"
+
+  def test_the_builtin_tasks_are_registered(self):
+    self.assertIs(tasks.get("copy_paste"), CopyPaste)
+    self.assertIs(tasks.get("heidelberg_digits"), HeidelbergDigits)
+    with self.assertRaisesRegex(ValueError, "config.task.name: unknown task 'nope'"):
+      tasks.get("nope")
+    with self.assertRaisesRegex(ValueError, "already registered"):
+      tasks.register(CopyPaste)
+
+  def test_a_registered_task_runs_through_training_and_the_report(self):
+    rows = train.run_experiment(sign_config(), self.workdir)
+    self.assertEqual([r["method"] for r in rows], ["bptt", "rhel_centered"])
+    final = json.loads((self.workdir / "bptt" / "final.json").read_text())
+    self.assertEqual(len(final["test_acc"]), 2)
+    self.assertTrue(all(0.0 <= a <= 1.0 for a in final["test_acc"]))
+    text = (self.workdir / "results.md").read_text()
+    self.assertIn("| method | acc (%) | seeds | diverged | wall time |", text)
+    markdown, _ = report.table1(report.merge_runs([report.load_run(self.workdir)]))
+    self.assertIn("test_sign_of_sum (ours)", markdown)
+    # A fixed pool passed as data: the same step key gives the same batch.
+    task = SignOfSum.from_config(sign_config(), jnp.float32)
+    a = task.train_batch(task.train_data(), jax.random.key(0), 3)
+    b = task.train_batch(task.train_data(), jax.random.key(0), 3)
+    np.testing.assert_array_equal(a[0], b[0])
+
+  def test_its_config_checks_run_and_name_the_field(self):
+    config = sign_config()
+    config.task.pool = 0
+    with self.assertRaisesRegex(ValueError, "config.task.pool"):
+      train.run_experiment(config, self.workdir)
+
+
+if __name__ == "__main__":
+  absltest.main()

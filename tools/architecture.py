@@ -1,0 +1,486 @@
+"""Module diagram and layering rules, generated from the code.
+
+    python -m tools.architecture --out docs/architecture.md   # regenerate the page (atomic write)
+    python -m tools.architecture --check                      # exit 1: a rule is broken, or the page is stale
+
+Every module of the project's top-level packages (each directory of the repository root that holds an
+``__init__.py``, except ``tests``) is parsed with :mod:`ast`; nothing is imported or run. An import edge is
+recorded for every import of a project module: ``import a.b``, ``from a import b`` (to the submodule
+``a.b`` when there is one, else to ``a``), relative imports, imports inside functions ("lazy": they run
+when the function is called, not when the module is imported; an ``if TYPE_CHECKING:`` block counts as
+lazy too) and ``importlib.import_module("a.b")`` with a literal name. Importing ``a.b.c`` also runs
+``a/__init__.py`` and ``a/b/__init__.py``; those implicit edges to parent packages are not drawn.
+
+Layering rules (each a function of the :class:`Graph` returning its violations as strings):
+
+* :func:`core_isolation_violations`: the core library ``rhel_jax`` imports no other project package
+  (``experiments``, ``data``, ``benchmarks``, ``examples``, ``tools``, a task package, ...).
+* :func:`module_level_cycles`: no cycle of module-level imports (such a cycle makes the import order
+  matter and breaks on a partially initialised module).
+* :func:`lazy_cycles`: cycles that close only through a lazy import; listed, and a violation too, since
+  a cycle is a cycle even when a function body hides it from the import system.
+
+The page holds the git revision it was generated at; ``--check`` ignores that line, so the page is stale
+only when a module, an import edge, a docstring summary or a rule result has changed.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import difflib
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+from typing import Callable, Iterable, Optional
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CORE = "rhel_jax"
+DEFAULT_OUT = "docs/architecture.md"
+NOT_PACKAGES = frozenset({"tests", "build", "dist", "docs", "runs"})
+COMMAND = "python -m tools.architecture"
+
+
+@dataclasses.dataclass(frozen=True)
+class Module:
+  name: str            # dotted name, e.g. "rhel_jax.gradients"; a package is named by its __init__.py
+  path: str            # relative to the root, POSIX separators
+  is_package: bool
+  summary: str         # first paragraph of the docstring, on one line ("" if none)
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Import:
+  source: str
+  target: str
+  lazy: bool           # inside a function body or an `if TYPE_CHECKING:` block
+  line: int
+
+
+@dataclasses.dataclass
+class Graph:
+  root: pathlib.Path
+  packages: tuple[str, ...]
+  modules: dict[str, Module]
+  imports: list[Import]
+
+  def edges(self) -> dict[tuple[str, str], bool]:
+    """``(source, target) -> lazy``; an edge is lazy only when every import behind it is lazy."""
+    out: dict[tuple[str, str], bool] = {}
+    for imp in self.imports:
+      key = (imp.source, imp.target)
+      out[key] = out.get(key, True) and imp.lazy
+    return dict(sorted(out.items()))
+
+  def adjacency(self, *, include_lazy: bool) -> dict[str, set[str]]:
+    adj: dict[str, set[str]] = {name: set() for name in self.modules}
+    for (src, dst), lazy in self.edges().items():
+      if include_lazy or not lazy:
+        adj.setdefault(src, set()).add(dst)
+        adj.setdefault(dst, set())
+    return adj
+
+
+# ------------------------------------------------------------------------------------------------ discovery
+
+def discover_packages(root: pathlib.Path) -> tuple[str, ...]:
+  """Top-level packages: directories of ``root`` with an ``__init__.py`` (not tests, docs or hidden ones)."""
+  return tuple(sorted(p.name for p in root.iterdir()
+                      if p.is_dir() and p.name.isidentifier() and not p.name.startswith("_")
+                      and p.name not in NOT_PACKAGES and (p / "__init__.py").is_file()))
+
+
+def _module_files(root: pathlib.Path, package: str) -> Iterable[tuple[str, pathlib.Path, bool]]:
+  for dirpath, dirnames, filenames in os.walk(root / package):
+    dirnames[:] = sorted(d for d in dirnames if d.isidentifier() and not d.startswith((".", "__")))
+    rel = pathlib.Path(dirpath).relative_to(root)
+    for filename in sorted(filenames):
+      stem, ext = os.path.splitext(filename)
+      if ext != ".py" or not stem.isidentifier():
+        continue
+      if stem == "__init__":
+        yield ".".join(rel.parts), pathlib.Path(dirpath) / filename, True
+      else:
+        yield ".".join((*rel.parts, stem)), pathlib.Path(dirpath) / filename, False
+
+
+def _summary(tree: ast.Module) -> str:
+  doc = ast.get_docstring(tree)
+  if not doc:
+    return ""
+  paragraph = " ".join(line.strip() for line in doc.strip().split("\n\n")[0].splitlines())
+  if len(paragraph) > 200:  # a long first paragraph: keep its first sentence
+    paragraph = re.split(r"(?<=\.)\s", paragraph, maxsplit=1)[0]
+  return paragraph
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+  return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+         (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _raw_imports(tree: ast.Module) -> list[tuple[ast.AST, bool]]:
+  """Every import statement and ``import_module``/``__import__`` call, with whether it is lazy."""
+  found: list[tuple[ast.AST, bool]] = []
+
+  def visit(node: ast.AST, lazy: bool) -> None:
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      found.append((node, lazy))
+    elif isinstance(node, ast.Call):
+      func = node.func
+      name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+      if name in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant) \
+          and isinstance(node.args[0].value, str):
+        found.append((node, lazy))
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+      for child in ast.iter_child_nodes(node):
+        # Decorators and default values run at definition time; the body runs when called.
+        body = node.body if isinstance(node.body, list) else [node.body]
+        visit(child, lazy or any(child is b for b in body))
+      return
+    if isinstance(node, ast.If) and _is_type_checking(node.test):
+      for child in node.body:
+        visit(child, True)
+      for child in node.orelse:
+        visit(child, lazy)
+      return
+    for child in ast.iter_child_nodes(node):
+      visit(child, lazy)
+
+  visit(tree, False)
+  return found
+
+
+def _resolve(module: Module, node: ast.AST, modules: dict[str, Module], packages: tuple[str, ...]) -> list[str]:
+  """Project modules a raw import refers to (empty for third-party imports)."""
+  def owned(name: str) -> bool:
+    return name.split(".")[0] in packages
+
+  def longest_prefix(name: str) -> Optional[str]:
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+      candidate = ".".join(parts[:i])
+      if candidate in modules:
+        return candidate
+    return None
+
+  targets: list[Optional[str]] = []
+  if isinstance(node, ast.Import):
+    targets = [longest_prefix(alias.name) for alias in node.names if owned(alias.name)]
+  elif isinstance(node, ast.ImportFrom):
+    if node.level:
+      package = module.name.split(".") if module.is_package else module.name.split(".")[:-1]
+      keep = len(package) - (node.level - 1)
+      if keep <= 0:
+        return []  # beyond the top-level package: not ours to resolve
+      base = ".".join(package[:keep] + ([node.module] if node.module else []))
+    else:
+      base = node.module or ""
+    if not owned(base):
+      return []
+    for alias in node.names:
+      sub = f"{base}.{alias.name}"
+      targets.append(sub if alias.name != "*" and sub in modules else longest_prefix(base))
+  else:  # import_module("a.b") / __import__("a.b")
+    name = node.args[0].value
+    if not name.startswith(".") and owned(name):
+      targets = [longest_prefix(name)]
+  return sorted({t for t in targets if t is not None and t != module.name})
+
+
+def build_graph(root: pathlib.Path = ROOT, packages: Optional[Iterable[str]] = None) -> Graph:
+  """Parses every module of ``packages`` (default: :func:`discover_packages`) under ``root``."""
+  root = pathlib.Path(root).resolve()
+  packages = tuple(sorted(packages)) if packages is not None else discover_packages(root)
+  trees: dict[str, ast.Module] = {}
+  modules: dict[str, Module] = {}
+  for package in packages:
+    for name, path, is_package in _module_files(root, package):
+      source = path.read_text(encoding="utf-8")
+      tree = ast.parse(source, filename=str(path))
+      trees[name] = tree
+      modules[name] = Module(name, path.relative_to(root).as_posix(), is_package, _summary(tree))
+  imports = set()
+  for name, tree in trees.items():
+    for node, lazy in _raw_imports(tree):
+      for target in _resolve(modules[name], node, modules, packages):
+        imports.add(Import(name, target, lazy, node.lineno))
+  return Graph(root, packages, dict(sorted(modules.items())), sorted(imports))
+
+
+# ------------------------------------------------------------------------------------------------ rules
+
+def _top(name: str) -> str:
+  return name.split(".")[0]
+
+
+def core_isolation_violations(graph: Graph, core: str = CORE) -> list[str]:
+  """Imports from the core library into any other project package (module-level or lazy)."""
+  return [f"{imp.source} imports {imp.target} ({graph.modules[imp.source].path}:{imp.line}"
+          f"{', lazy' if imp.lazy else ''})"
+          for imp in graph.imports if _top(imp.source) == core and _top(imp.target) != core]
+
+
+def _strongly_connected(adj: dict[str, set[str]]) -> list[list[str]]:
+  """Tarjan's strongly connected components (iterative), each sorted."""
+  index: dict[str, int] = {}
+  low: dict[str, int] = {}
+  stack: list[str] = []
+  on_stack: set[str] = set()
+  components = []
+  counter = 0
+  for start in sorted(adj):
+    if start in index:
+      continue
+    work = [(start, iter(sorted(adj[start])))]
+    index[start] = low[start] = counter
+    counter += 1
+    stack.append(start)
+    on_stack.add(start)
+    while work:
+      node, children = work[-1]
+      for child in children:
+        if child not in index:
+          index[child] = low[child] = counter
+          counter += 1
+          stack.append(child)
+          on_stack.add(child)
+          work.append((child, iter(sorted(adj[child]))))
+          break
+        if child in on_stack:
+          low[node] = min(low[node], index[child])
+      else:
+        work.pop()
+        if work:
+          low[work[-1][0]] = min(low[work[-1][0]], low[node])
+        if low[node] == index[node]:
+          component = []
+          while True:
+            member = stack.pop()
+            on_stack.discard(member)
+            component.append(member)
+            if member == node:
+              break
+          components.append(sorted(component))
+  return components
+
+
+def find_cycles(adj: dict[str, set[str]], limit: int = 100) -> list[list[str]]:
+  """Elementary cycles (each once, starting at its smallest module), searched within strongly connected
+  components; at most ``limit``."""
+  cycles: list[list[str]] = []
+  for component in _strongly_connected(adj):
+    if len(component) < 2 and component[0] not in adj[component[0]]:
+      continue
+    members = set(component)
+    for start in component:  # sorted: a path from `start` visits only larger modules
+      path, on_path = [start], {start}
+      work = [iter(sorted(adj[start] & members))]
+      while work:
+        for nxt in work[-1]:
+          if nxt == start:
+            cycles.append(list(path))
+            if len(cycles) >= limit:
+              return cycles
+          elif nxt > start and nxt not in on_path:
+            path.append(nxt)
+            on_path.add(nxt)
+            work.append(iter(sorted(adj[nxt] & members)))
+            break
+        else:
+          work.pop()
+          on_path.discard(path.pop())
+  return sorted(cycles)
+
+
+def _format_cycle(cycle: list[str], edges: dict[tuple[str, str], bool]) -> str:
+  out = cycle[0]
+  for src, dst in zip(cycle, cycle[1:] + cycle[:1]):
+    out += (" -.-> " if edges.get((src, dst), False) else " --> ") + dst
+  return out
+
+
+def module_level_cycles(graph: Graph) -> list[str]:
+  """Cycles of imports that all run at module import time."""
+  edges = graph.edges()
+  return [_format_cycle(c, edges) for c in find_cycles(graph.adjacency(include_lazy=False))]
+
+
+def lazy_cycles(graph: Graph) -> list[str]:
+  """Cycles that need at least one lazy import (drawn ``-.->``) to close."""
+  edges = graph.edges()
+  return [_format_cycle(c, edges) for c in find_cycles(graph.adjacency(include_lazy=True))
+          if any(edges[(s, d)] for s, d in zip(c, c[1:] + c[:1]))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  name: str
+  check: Callable[[Graph], list[str]]
+
+
+RULES = (
+    Rule(f"the core library `{CORE}` imports no other project package", core_isolation_violations),
+    Rule("no import cycle among modules (module-level imports)", module_level_cycles),
+    Rule("no import cycle that closes through a lazy (function-level) import", lazy_cycles),
+)
+
+
+def check_rules(graph: Graph) -> dict[str, list[str]]:
+  """Rule name -> violations (empty when the rule holds)."""
+  return {rule.name: rule.check(graph) for rule in RULES}
+
+
+# ------------------------------------------------------------------------------------------------ page
+
+def _node_id(name: str, prefix: str = "m_") -> str:
+  return prefix + name.replace(".", "__")
+
+
+def _md_cell(text: str) -> str:
+  return text.replace("|", "\\|").replace("\n", " ")
+
+
+def mermaid(graph: Graph) -> list[str]:
+  """A ``flowchart`` with one (nested) subgraph per package; lazy imports dashed."""
+  lines = ["```mermaid", "flowchart LR"]
+  children: dict[str, list[str]] = {}
+  for name, module in graph.modules.items():
+    parent = name if module.is_package else name.rpartition(".")[0]
+    children.setdefault(parent, []).append(name)
+  packages = sorted(n for n, m in graph.modules.items() if m.is_package)
+
+  def emit(package: str, depth: int) -> None:
+    pad = "  " * depth
+    lines.append(f'{pad}subgraph {_node_id(package, "p_")}["{package}"]')
+    for name in children.get(package, []):
+      module = graph.modules[name]
+      label = "__init__" if module.is_package else name.rpartition(".")[2]
+      lines.append(f'{pad}  {_node_id(name)}["{label}"]')
+    for sub in packages:
+      if sub.rpartition(".")[0] == package:
+        emit(sub, depth + 1)
+    lines.append(f"{pad}end")
+
+  for package in packages:
+    if "." not in package:
+      emit(package, 1)
+  for (src, dst), lazy in graph.edges().items():
+    lines.append(f"  {_node_id(src)} {'-.->' if lazy else '-->'} {_node_id(dst)}")
+  if CORE in graph.packages:
+    lines.append(f"  style {_node_id(CORE, 'p_')} fill:#e8f0fe,stroke:#4a6fa5")
+  lines.append("```")
+  return lines
+
+
+def git_revision(root: pathlib.Path) -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.strip() or "unknown"
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+_REVISION = re.compile(r"at revision `[^`]*`")
+
+
+def render(graph: Graph, revision: str, out: str = DEFAULT_OUT) -> str:
+  """The whole page (deterministic for a given tree and revision)."""
+  results = check_rules(graph)
+  n_edges = graph.edges()
+  lines = [
+      "# Architecture",
+      "",
+      f"Generated from the code at revision `{revision}` by `{COMMAND} --out {out}`; do not edit by hand.",
+      f"`{COMMAND} --check` (run by `tests/test_architecture.py`) fails when a rule below is broken or this "
+      "page is out of date with the code.",
+      "",
+      f"{len(graph.modules)} modules in the packages {', '.join(f'`{p}`' for p in graph.packages)}; "
+      f"{sum(not lazy for lazy in n_edges.values())} module-level import edges (solid) and "
+      f"{sum(n_edges.values())} lazy ones (dashed: imported only inside a function, at call time). "
+      "An arrow points from the importing module to the imported one.",
+      "",
+      *mermaid(graph),
+      "",
+      "## Layering rules",
+      "",
+      "| rule | result |",
+      "|---|---|",
+  ]
+  for name, violations in results.items():
+    lines.append(f"| {_md_cell(name)} | {'holds' if not violations else f'**{len(violations)} violation(s)**'} |")
+  for name, violations in results.items():
+    if violations:
+      lines += ["", f"Violations of: {name}", ""] + [f"- `{v}`" for v in violations]
+  lines += ["", "## Modules", "", "| module | file | summary |", "|---|---|---|"]
+  for name, module in graph.modules.items():
+    lines.append(f"| `{name}` | `{module.path}` | {_md_cell(module.summary) or '*(no docstring)*'} |")
+  return "\n".join(lines) + "\n"
+
+
+def _normalise(text: str) -> str:
+  return _REVISION.sub("at revision `*`", text)
+
+
+def atomic_write(path: pathlib.Path, text: str) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def stale_diff(graph: Graph, path: pathlib.Path, out: str = DEFAULT_OUT) -> list[str]:
+  """Unified diff (ignoring the revision) between the page on disk and the page the code gives; [] if fresh."""
+  want = render(graph, "*", out)
+  have = path.read_text(encoding="utf-8") if path.is_file() else ""
+  if _normalise(have) == _normalise(want):
+    return []
+  return list(difflib.unified_diff(_normalise(have).splitlines(), _normalise(want).splitlines(),
+                                   f"{out} (on disk)", f"{out} (from the code)", lineterm="", n=1)) or ["missing"]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
+  parser.add_argument("--out", default=None, help=f"page to write or check (default: <root>/{DEFAULT_OUT})")
+  parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a rule is broken or the "
+                      "page is out of date")
+  parser.add_argument("--root", default=str(ROOT), help="repository root (default: this checkout)")
+  args = parser.parse_args(argv)
+  root = pathlib.Path(args.root).resolve()
+  path = pathlib.Path(args.out).resolve() if args.out else root / DEFAULT_OUT
+  try:
+    out = path.relative_to(root).as_posix()
+  except ValueError:
+    out = str(path)
+  graph = build_graph(root)
+  results = check_rules(graph)
+  broken = {name: v for name, v in results.items() if v}
+  for name, violations in broken.items():
+    print(f"RULE BROKEN: {name}", file=sys.stderr)
+    for v in violations:
+      print(f"  {v}", file=sys.stderr)
+  if args.check:
+    diff = stale_diff(graph, path, out)
+    if diff:
+      print(f"{out} is out of date with the code; regenerate it with `{COMMAND} --out {out}`:", file=sys.stderr)
+      print("\n".join(diff[:60]) + ("\n..." if len(diff) > 60 else ""), file=sys.stderr)
+    status = 1 if broken or diff else 0
+    if not status:
+      print(f"{out}: up to date; {len(results)} rules hold ({len(graph.modules)} modules)")
+    return status
+  atomic_write(path, render(graph, git_revision(root), out))
+  print(f"wrote {out}: {len(graph.modules)} modules, {len(graph.edges())} edges, "
+        f"{len(results) - len(broken)}/{len(results)} rules hold")
+  return 1 if broken else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
