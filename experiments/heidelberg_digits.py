@@ -54,15 +54,11 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.alignment_epochs = (0, 100, 199)
   c.model.num_hidden = 128
   c.model.dt = 0.5
-  c.model.w_init = "gaussian"
   c.model.w_scale = 0.5
   c.model.in_scale = 0.5
   c.train.lr = 1e-3
   c.train.schedule = "cosine"
-  c.train.warmup_steps = 0
-  c.model.exact_reversible = False
   c.method.eps = 1e-3
-  c.train.w_lr_scale = 1.0
 
   c.task = ml_collections.ConfigDict({"name": "heidelberg_digits"})
   c.data = ml_collections.ConfigDict()
