@@ -73,7 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.grid_bits = 26
 
   # eps: the RHEL nudge per sequence (see README; None = rhel_jax.default_eps for the dtype and
-  # mode); tbptt_k: the truncated-BPTT window (the paper's 2 steps).
+  # mode); tbptt_k: the truncated-BPTT window (the paper's 2 steps); eprop_online: e-prop's forward-mode
+  # traces (True) or the same gradient in reverse mode (False: about BPTT's cost and O(T) memory).
   c.method = method_config()
 
   c.train = ml_collections.ConfigDict()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from experiments import tasks
-from experiments.config_fields import choice_field, float_field, get_field, int_field
+from experiments.config_fields import bool_field, choice_field, float_field, get_field, int_field
 from rhel_jax.methods import METHODS, all_options
 from rhel_jax.model import ACTIVATIONS, PARAM_NAMES
 
@@ -38,15 +38,14 @@ def validate_config(config) -> None:
     path = f"method.{option.config_key}"
     value = get_field(config, path)
     if value is not None or option.default is not None:  # None: the option's default_fn
-      (int_field if option.kind == "positive_int" else float_field)(config, path)
+      {"positive_int": int_field, "bool": bool_field}.get(option.kind, float_field)(config, path)
   float_field(config, "model.alpha", positive=False)
   float_field(config, "model.b_scale", nonnegative=True)
   float_field(config, "train.clip_norm", nonnegative=True)
   float_field(config, "train.w_lr_scale", nonnegative=True)
   int_field(config, "train.warmup_steps", minimum=0)
   choice_field(config, "model.rho", ACTIVATIONS)
-  if not isinstance(get_field(config, "model.exact_reversible"), bool):
-    raise ValueError(f"config.model.exact_reversible must be a bool, got {config.model.exact_reversible!r}")
+  bool_field(config, "model.exact_reversible")
   int_field(config, "model.grid_bits", minimum=4)
   if config.model.grid_bits > 26:
     raise ValueError(f"config.model.grid_bits must be an int in [4, 26], got {config.model.grid_bits!r}")

@@ -24,6 +24,12 @@ def float_field(config, path: str, *, positive: bool = True, nonnegative: bool =
     raise ValueError(f"config.{path} must be a number {need}, got {value!r}")
 
 
+def bool_field(config, path: str) -> None:
+  value = get_field(config, path)
+  if not isinstance(value, bool):
+    raise ValueError(f"config.{path} must be True or False, got {value!r}")
+
+
 def choice_field(config, path: str, choices) -> None:
   value = get_field(config, path)
   if value not in choices:

@@ -23,6 +23,7 @@ import numpy as np
 
 from experiments import checkpoints, tasks
 from experiments.summary import mean_std, recall_by_step_lines
+from experiments.workdir import with_added_fields
 from rhel_jax.methods import METHODS
 
 
@@ -59,10 +60,21 @@ def load_run(workdir: pathlib.Path) -> dict:
   return run
 
 
+def _comparable(config: dict, methods: set) -> dict:
+  """The config fields that must agree between parts of one run that both train ``methods``."""
+  c = with_added_fields(config)
+  c.pop("methods")
+  keys = {o.config_key for m in methods if m in METHODS for o in METHODS[m].options}
+  c["method"] = {k: v for k, v in c.get("method", {}).items() if k in keys}
+  return c
+
+
 def merge_runs(runs: list[dict]) -> list[dict]:
   """Runs of one task (e.g. the methods split over two processes, one per core) become one.
 
-  Their configs must agree on everything but ``methods``; a method in two runs is an error.
+  Their configs must agree on everything but ``methods`` and the options of methods that only
+  one of the two trains (``config.method.eprop_online`` changes nothing for BPTT); fields newer
+  than a run count at the value that reproduces it. A method in two runs is an error.
   """
   merged: dict[str, dict] = {}
   for run in runs:
@@ -71,10 +83,12 @@ def merge_runs(runs: list[dict]) -> list[dict]:
       merged[run["task"]] = {**run, "workdirs": [run["workdir"]], "methods": dict(run["methods"]),
                              "in_progress": dict(run["in_progress"]), "config": dict(run["config"])}
       continue
-    strip = lambda c: {k: v for k, v in c.items() if k != "methods"}
-    if strip(base["config"]) != strip(run["config"]):
+    both = set(base["methods"]) | set(base["in_progress"])
+    both &= set(run["methods"]) | set(run["in_progress"])
+    if _comparable(base["config"], both) != _comparable(run["config"], both):
       raise ValueError(f"{run['workdir']} and {base['workdir']} ran {run['task']} with different configs "
-                       "(only config.methods may differ between the parts of one run)")
+                       "(only config.methods and the options of methods in one of them may differ "
+                       "between the parts of one run)")
     twice = sorted(set(base["methods"]) & set(run["methods"]))
     if twice:
       raise ValueError(f"method(s) {twice} appear in both {base['workdir']} and {run['workdir']}")

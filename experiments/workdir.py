@@ -51,7 +51,7 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
 _MISSING = object()
 # Config fields added after runs had been started, with the value that behaves as the code did
 # before the field existed (JSON form). Only these may be absent from a saved config.
-ADDED_FIELDS = {"train.frozen_params": [], "train.w_lr_scale": 1.0, "task.curriculum": [],
+ADDED_FIELDS = {"method.eprop_online": True, "train.frozen_params": [], "train.w_lr_scale": 1.0, "task.curriculum": [],
                 "task.curriculum_stage_epochs": 10, "model.w_init": "gaussian", "model.omega_min": 0.1,
                 "model.omega_max": 3.0,
                 # Heidelberg Digits' feature, stand-in and augmentation options, all off.
@@ -61,6 +61,18 @@ ADDED_FIELDS = {"train.frozen_params": [], "train.w_lr_scale": 1.0, "task.curric
                 "data.delta_width": 9, "data.trim_db": 0.0, "data.f_min": 0.0, "data.f_max": 0.0, "data.top_db": 0.0,
                 "data.augment": {"time_stretch": 0.0, "band_shift": 0.0, "band_warp": 0.0, "time_masks": 0,
                                  "time_mask_width": 0, "freq_masks": 0, "freq_mask_width": 0, "noise_std": 0.0}}
+
+
+def with_added_fields(saved: dict) -> dict:
+  """A saved config (JSON form) with every field of ``ADDED_FIELDS`` it predates, at that value."""
+  out = json.loads(json.dumps(saved))
+  for dotted, value in ADDED_FIELDS.items():
+    *parents, leaf = dotted.split(".")
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node.setdefault(leaf, value)
+  return out
 
 
 def _lookup(tree: dict, dotted: str):

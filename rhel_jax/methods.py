@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from rhel_jax import validation
 
-_KINDS = ("positive_float", "positive_int")
+_KINDS = ("positive_float", "positive_int", "bool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Option:
   Attributes:
     name: keyword of the method function and of :func:`rhel_jax.gradient`.
     default: value when none is given; ``None`` defers to ``default_fn``.
-    kind: ``'positive_float'`` or ``'positive_int'`` (what :meth:`check` enforces).
+    kind: ``'positive_float'``, ``'positive_int'`` or ``'bool'`` (what :meth:`check` enforces).
     static: a compile-time constant under ``jit`` (e.g. a window length that sets shapes);
       otherwise the value is traced, so changing it does not recompile.
     config_key: the field ``config.method.<config_key>`` of the experiment configs.
@@ -60,6 +60,9 @@ class Option:
     name = where or self.name
     if self.kind == "positive_int":
       validation.check_positive_int(name, value)
+    elif self.kind == "bool":
+      if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
     else:
       validation.check_positive(name, value)
 

@@ -107,6 +107,16 @@ class RunExperimentTest(_TempDirs):
     markdown, _ = report.table1(merged)
     self.assertIn("| readout |", markdown)
     self.assertIn("| bptt |", markdown)
+    # An option of a method neither part trains may differ (e-prop's form changes nothing for BPTT),
+    # and a saved config that predates a field counts at the field's old behaviour.
+    parts = [report.load_run(first), report.load_run(second)]
+    parts[1]["config"]["method"]["eprop_online"] = False
+    del parts[0]["config"]["method"]["eprop_online"]
+    self.assertLen(report.merge_runs(parts), 1)
+    parts = [report.load_run(first), report.load_run(second)]
+    parts[1]["config"]["model"]["dt"] = 0.25
+    with self.assertRaisesRegex(ValueError, "different configs"):
+      report.merge_runs(parts)
     train.run_experiment(tiny_config(num_epochs=1, alignment_epochs=(0,), methods=("rhel",), seed=7), other)
     with self.assertRaisesRegex(ValueError, "different configs"):
       report.merge_runs([report.load_run(first), report.load_run(other)])

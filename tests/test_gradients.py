@@ -186,11 +186,12 @@ class BaselinesTest(parameterized.TestCase):
     chex.assert_trees_all_close(_grad("tbptt", problem, "mse", k=k), _grad("bptt", problem, "mse"),
                                 rtol=1e-10)
 
-  @parameterized.parameters(*LOSS_NAMES)
-  def test_eprop_equals_stop_gradient_bptt(self, loss):
+  @parameterized.parameters(*itertools.product(LOSS_NAMES, (True, False)))
+  def test_eprop_equals_stop_gradient_bptt(self, loss, online):
+    # The online traces (forward mode) and the reverse-mode form give one gradient.
     problem = make_problem(loss)
     want = _stop_gradient_bptt(*problem, LOSSES[loss])
-    chex.assert_trees_all_close(_grad("eprop", problem, loss), want, rtol=1e-10, atol=1e-12)
+    chex.assert_trees_all_close(_grad("eprop", problem, loss, online=online), want, rtol=1e-10, atol=1e-12)
 
   def test_eprop_and_tbptt_are_approximations(self):
     # Sanity: the baselines are not secretly BPTT.
