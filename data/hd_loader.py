@@ -60,10 +60,25 @@ def normalize(arrays: HDArrays, mean: np.ndarray, std: np.ndarray) -> HDArrays:
   return dataclasses.replace(arrays, inputs=inputs.astype(np.float32))
 
 
-def load_splits(builder, max_frames: Optional[int] = None) -> dict[str, HDArrays]:
-  """All splits of a prepared ``HeidelbergDigits`` builder, padded and normalised."""
+def load_splits(builder, max_frames: Optional[int] = None, validation_speakers: tuple[int, ...] = ()
+                ) -> dict[str, HDArrays]:
+  """All splits of a prepared ``HeidelbergDigits`` builder, padded and normalised.
+
+  ``validation_speakers``: training speakers moved into the ``validation`` split before the
+  normalisation statistics are taken (one fold of a leave-one-speaker-out validation; the
+  builder's own validation split is then expected to be empty).
+  """
   sources = builder.as_data_source()
   examples = {split: _read(src) for split, src in sources.items()}
+  if validation_speakers:
+    known = sorted({int(e["speaker"]) for e in examples.get("train", [])})
+    missing = sorted(set(validation_speakers) - set(known))
+    if missing:
+      raise ValueError(f"validation speaker(s) {missing} are not training speakers of {builder.data_dir} "
+                       f"(those are {known})")
+    held = [e for e in examples["train"] if int(e["speaker"]) in validation_speakers]
+    examples["train"] = [e for e in examples["train"] if int(e["speaker"]) not in validation_speakers]
+    examples["validation"] = list(examples.get("validation", [])) + held
   if not examples.get("train"):
     raise ValueError(f"{builder.data_dir}: the training split is empty")
   longest = max(e["mel"].shape[0] for split in examples.values() for e in split)

@@ -58,9 +58,22 @@ def validate(data) -> None:
   n = data.get("num_classes", 20)
   if isinstance(n, bool) or not isinstance(n, int) or n < 2:
     raise ValueError(f"config.data.num_classes must be an int >= 2, got {n!r}")
-  eval_split(data)
-  if eval_split(data) == "validation" and data.num_validation_speakers < 1:
-    raise ValueError("config.data.eval_split='validation' needs config.data.num_validation_speakers >= 1")
+  speaker = validation_speaker(data)
+  if speaker is not None and data.num_validation_speakers:
+    raise ValueError(f"config.data.validation_speaker={speaker} chooses the validation speaker itself: "
+                     f"set config.data.num_validation_speakers=0 (got {data.num_validation_speakers})")
+  if eval_split(data) == "validation" and data.num_validation_speakers < 1 and speaker is None:
+    raise ValueError("config.data.eval_split='validation' needs config.data.num_validation_speakers >= 1 "
+                     "or config.data.validation_speaker")
+
+
+def validation_speaker(data):
+  """``config.data.validation_speaker``: a training speaker held out for validation (one fold of a
+  leave-one-speaker-out search), or None (-1 in the config; the builder's carving applies)."""
+  speaker = data.get("validation_speaker", -1)
+  if isinstance(speaker, bool) or not isinstance(speaker, int) or speaker < -1:
+    raise ValueError(f"config.data.validation_speaker must be a speaker number or -1, got {speaker!r}")
+  return None if speaker == -1 else speaker
 
 
 def eval_split(data) -> str:
@@ -123,7 +136,9 @@ def load(data) -> dict[str, hd_loader.HDArrays]:
   cfg = hd_config(data)
   builder = build(str(data_dir), str(source) if source else None,
                   **{name: getattr(cfg, name) for name in FEATURE_FIELDS})
-  arrays = hd_loader.load_splits(builder, max_frames=data.max_frames or None)
+  speaker = validation_speaker(data)
+  arrays = hd_loader.load_splits(builder, max_frames=data.max_frames or None,
+                                 validation_speakers=() if speaker is None else (speaker,))
   num_classes(data, arrays)
   return arrays
 

@@ -90,6 +90,9 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   # Pad/crop every sequence to this many steps (0 = the longest sequence).
   c.data.max_frames = 0
   c.data.num_validation_speakers = 1
+  # >= 0: hold out this training speaker for validation instead (with num_validation_speakers=0),
+  # e.g. each in turn for a leave-one-speaker-out search; -1: off.
+  c.data.validation_speaker = -1
   # The split evaluated during and after training: "test", or "validation" for probes (feature and
   # training choices are made on the validation speaker; the reported metrics then refer to it).
   c.data.eval_split = "test"

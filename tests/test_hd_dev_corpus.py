@@ -88,6 +88,33 @@ class DevCorpusBuildTest(_Base):
         self.assertEqual(int(e["label"]), int(e["digit"]))   # English only: 10 classes
         self.assertEqual(e["language"], b"english")
 
+  def test_leave_one_speaker_out_folds(self):
+    # With no carved split, each training speaker in turn is the validation split of one fold; the
+    # normalisation comes from the remaining speakers only, and the test split never changes.
+    builder = hd.build(str(self.tmp()), str(few_dev_files()), num_validation_speakers=0)
+    self.assertEqual({s: len(src) for s, src in builder.as_data_source().items()}, {"train": 12, "test": 4})
+    whole = hd_loader.load_splits(builder)
+    self.assertNotIn("validation", whole)
+    for speaker in (0, 1, 2):
+      fold = hd_loader.load_splits(builder, validation_speakers=(speaker,))
+      self.assertEqual(set(fold["validation"].speakers.tolist()), {speaker})
+      self.assertEqual(set(fold["train"].speakers.tolist()), {0, 1, 2} - {speaker})
+      self.assertEqual((len(fold["train"]), len(fold["validation"])), (8, 4))
+      valid = fold["train"].inputs[fold["train"].mask > 0]
+      np.testing.assert_allclose(valid.mean(0), 0, atol=1e-3)   # standardised on this fold's training speakers
+      np.testing.assert_array_equal(fold["test"].labels, whole["test"].labels)
+    with self.assertRaisesRegex(ValueError, r"validation speaker\(s\) \[3\] are not training speakers"):
+      hd_loader.load_splits(builder, validation_speakers=(3,))
+    c = heidelberg_digits.get_config("dev").data
+    c.validation_speaker = 1
+    with self.assertRaisesRegex(ValueError, r"config\.data\.validation_speaker=1 .*num_validation_speakers=0"):
+      hd_data.validate(c)
+    c.num_validation_speakers, c.eval_split = 0, "validation"
+    hd_data.validate(c)
+    c.validation_speaker = -1
+    with self.assertRaisesRegex(ValueError, "eval_split='validation' needs"):
+      hd_data.validate(c)
+
   def test_building_twice_gives_identical_features(self):
     options = dict(cmvn="meanvar", deltas=2, time_downsample=2)
     a = hd_loader.load_splits(hd.build(str(self.tmp()), str(few_dev_files()), **options))
