@@ -358,13 +358,11 @@ class HeidelbergDigits(tfds.core.GeneratorBasedBuilder):
       raise SourceError(f"{root / 'train_filenames.txt'}: {len(train_speakers)} training speaker(s), "
                         f"cannot hold out {k} for validation")
     val_speakers = set(train_speakers[len(train_speakers) - k:]) if k else set()
-    splits = {
-        "train": self._generate_examples(root, [n for n in train if parse_name(n)["speaker"] not in val_speakers]),
-        "test": self._generate_examples(root, test),
-    }
+    splits = {"train": self._generate_examples(root, [n for n in train if parse_name(n)["speaker"] not in val_speakers])}
     if val_speakers:  # TFDS refuses an empty split: with k = 0 there is no validation split
       splits["validation"] = self._generate_examples(
           root, [n for n in train if parse_name(n)["speaker"] in val_speakers])
+    splits["test"] = self._generate_examples(root, test)
     return splits
 
   def _generate_examples(self, root: pathlib.Path, names: list[str]):

@@ -17,14 +17,35 @@ def mean_std(values) -> tuple[float, float]:
   return (float(values.mean()), float(values.std())) if values.size else (math.nan, math.nan)
 
 
+def best_on_validation(rows: list[dict], metric: str, num_seeds: int) -> dict[str, list]:
+  """Per seed, the epoch with the best ``val_<metric>`` (ties: the lower ``val_loss``, then the
+  earlier epoch) and the test metrics of that epoch, from the trainer's ``metrics.jsonl`` rows.
+
+  Returns ``{'best_val_epoch': [...], 'val_<metric>': [...], 'test_<m>_at_best_val': [...], ...}``,
+  one entry per seed. The test metrics play no part in the choice.
+  """
+  out: dict[str, list] = {}
+  for seed in range(num_seeds):
+    mine = [r for r in rows if r["seed"] == seed]
+    if not mine:
+      raise ValueError(f"best_on_validation: no rows for seed {seed}")
+    best = min(mine, key=lambda r: (-r[f"val_{metric}"], r.get("val_loss", 0.0), r["epoch"]))
+    out.setdefault("best_val_epoch", []).append(best["epoch"])
+    out.setdefault(f"val_{metric}", []).append(best[f"val_{metric}"])
+    for key in sorted(k for k in best if k.startswith("test_") and not isinstance(best[k], list)):
+      out.setdefault(f"{key}_at_best_val", []).append(best[key])
+  return out
+
+
 def summarize(results: dict[str, dict], metrics: tuple[str, ...]) -> list[dict]:
-  """Per method: mean and std over the seeds that did not diverge of each ``test_<metric>``."""
+  """Per method: mean and std over the seeds that did not diverge of each ``test_<metric>`` (and of
+  ``test_<metric>_at_best_val`` where the run selected an epoch on validation)."""
   rows = []
   for method, r in results.items():
     ok = ~np.asarray(r["diverged"], bool)
     row = {"method": method, "seeds": int(ok.sum()), "diverged_seeds": np.flatnonzero(~ok).tolist(),
            "wall_seconds": r.get("wall_seconds", math.nan)}
-    for key in (f"test_{m}" for m in metrics):
+    for key in (k for m in metrics for k in (f"test_{m}", f"test_{m}_at_best_val")):
       if key in r:
         row[key] = mean_std(np.asarray(r[key], float)[ok])
     if "test_acc_by_step" in r:
@@ -35,9 +56,11 @@ def summarize(results: dict[str, dict], metrics: tuple[str, ...]) -> list[dict]:
 
 
 def results_markdown(config, rows: list[dict], task, command: str, revision: str) -> str:
-  metric_cols = [f"test_{m}" for m in task.summary_metrics if f"test_{m}" in rows[0]]
-  pct = lambda k: k.removeprefix("test_") in task.fraction_metrics
-  head = "| method | " + " | ".join(k.removeprefix("test_") + (" (%)" if pct(k) else "") for k in metric_cols) + \
+  metric_cols = [k for m in task.summary_metrics for k in (f"test_{m}", f"test_{m}_at_best_val") if k in rows[0]]
+  bare = lambda k: k.removeprefix("test_").removesuffix("_at_best_val")
+  pct = lambda k: bare(k) in task.fraction_metrics
+  label = lambda k: bare(k) + (" at the best validation epoch" if k.endswith("_at_best_val") else "")
+  head = "| method | " + " | ".join(label(k) + (" (%)" if pct(k) else "") for k in metric_cols) + \
       " | seeds | diverged | wall time |"
   lines = [f"# Results: {config.name}", "",
            "Mean ± std over seeds of the final test metrics (per-seed values in `<method>/final.json`).",

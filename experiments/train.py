@@ -35,7 +35,7 @@ from experiments.config_check import validate_config
 from experiments.optim import make_optimizer  # noqa: F401  (part of this module's interface)
 from experiments.progress import Interrupted, Progress, StopFlag  # noqa: F401
 from experiments.sharding import seed_mesh, shard_seeds
-from experiments.summary import results_markdown, summarize
+from experiments.summary import best_on_validation, results_markdown, summarize
 from experiments.tasks import build_task
 from experiments.trainer import MethodTrainer, method_options, model_config  # noqa: F401
 from experiments.workdir import ADDED_FIELDS, git_revision, prepare_workdir  # noqa: F401
@@ -65,13 +65,15 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
   per_seed = jax.vmap(lambda k: jax.random.split(k, 4))(seed_keys)  # (num_seeds, 4) keys
   init_keys, data_keys, test_keys, probe_keys = (per_seed[:, i] for i in range(4))
   test_sets = jax.vmap(task.test_set)(test_keys)
+  val_sets = jax.vmap(task.validation_set)(test_keys) if task.validation_set(test_keys[0]) is not None else None
   probes = jax.vmap(task.probe_batch)(probe_keys)
   train_data = task.train_data()
 
   state = trainer.init(init_keys)
   restored_epoch, state = checkpoints.restore_latest(directory, state)
   if mesh is not None:
-    state, data_keys, test_sets, probes = shard_seeds((state, data_keys, test_sets, probes), mesh)
+    state, data_keys, test_sets, probes, val_sets = shard_seeds((state, data_keys, test_sets, probes, val_sets),
+                                                                mesh)
   start = restored_epoch or 0
   metrics_rows = [r for r in checkpoints.read_jsonl(directory / "metrics.jsonl") if r["epoch"] < start]
   align_rows = [r for r in checkpoints.read_jsonl(directory / "alignment.jsonl") if r["epoch"] < start]
@@ -88,8 +90,9 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
     seq_len = task.train_seq_len(epoch)
     state, train_loss = trainer.epoch(state, data_keys, train_data, epoch, seq_len)
     evaluation = trainer.evaluate(state["params"], test_sets)
+    validation = {} if val_sets is None else trainer.evaluate(state["params"], val_sets)
     rows = seed_rows(epoch, {"train_loss": train_loss, **{f"test_{k}": v for k, v in evaluation.items()},
-                              "diverged": state["diverged"]})
+                              **{f"val_{k}": v for k, v in validation.items()}, "diverged": state["diverged"]})
     for row in rows:
       row["train_seq_len"] = seq_len
     metrics_rows += rows
@@ -119,6 +122,8 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
   final = trainer.evaluate(state["params"], test_sets)
   result = {"method": method, "diverged": to_host(state["diverged"]).tolist(),
             **{f"test_{k}": to_host(v).tolist() for k, v in final.items()}}
+  if val_sets is not None:  # beside the last epoch: each seed's epoch chosen on validation
+    result.update(best_on_validation(metrics_rows, task.primary_metric, config.num_seeds))
   checkpoints.atomic_write_text(directory / "final.json", json.dumps(result, indent=1))
   return {**result, "wall_seconds": checkpoints.wall_seconds(directory)}
 

@@ -63,6 +63,14 @@ class SignOfSum(tasks.Task):
     return {"acc": jnp.mean((ys > 0) == (targets > 0.5)), "loss": losses.bce(ys, targets, mask)}
 
 
+class SignOfSumWithValidation(SignOfSum):
+  """The same task with a held-out validation set, so the trainer also picks an epoch on it."""
+  name = "test_sign_of_sum_val"
+
+  def validation_set(self, key):
+    return self._make(jax.random.fold_in(key, 1), 32)
+
+
 def sign_config():
   import ml_collections
   c = base_config.get_config()
@@ -107,6 +115,36 @@ class TaskRegistryTest(absltest.TestCase):
     a = task.train_batch(task.train_data(), jax.random.key(0), 3)
     b = task.train_batch(task.train_data(), jax.random.key(0), 3)
     np.testing.assert_array_equal(a[0], b[0])
+
+  def test_a_validation_set_selects_an_epoch_beside_the_last(self):
+    tasks.register(SignOfSumWithValidation)
+    self.addCleanup(tasks.unregister, SignOfSumWithValidation.name)
+    config = sign_config()
+    config.task.name, config.methods, config.num_epochs = SignOfSumWithValidation.name, ("bptt",), 4
+    train.run_experiment(config, self.workdir)
+    final = json.loads((self.workdir / "bptt" / "final.json").read_text())
+    rows = [json.loads(l) for l in (self.workdir / "bptt" / "metrics.jsonl").read_text().splitlines()]
+    self.assertLen(rows, 2 * 4)
+    for seed in range(2):
+      mine = [r for r in rows if r["seed"] == seed]
+      best = final["best_val_epoch"][seed]
+      self.assertEqual(final["val_acc"][seed], max(r["val_acc"] for r in mine))
+      self.assertEqual(final["test_acc_at_best_val"][seed], mine[best]["test_acc"])
+      self.assertEqual(final["test_acc"][seed], mine[-1]["test_acc"])  # the last epoch stays the headline
+    self.assertIn("| acc (%) | acc at the best validation epoch (%) |", (self.workdir / "results.md").read_text())
+
+  def test_best_on_validation_breaks_ties_by_loss_then_epoch(self):
+    from experiments.summary import best_on_validation
+    row = lambda epoch, seed, acc, loss, test: {"epoch": epoch, "seed": seed, "val_acc": acc, "val_loss": loss,
+                                                 "test_acc": test, "test_acc_by_step": [0.0]}
+    rows = [row(0, 0, 0.5, 1.0, 0.1), row(1, 0, 0.8, 0.9, 0.2), row(2, 0, 0.8, 0.7, 0.3), row(3, 0, 0.7, 0.1, 0.4),
+            row(0, 1, 0.6, 1.0, 0.5), row(1, 1, 0.6, 1.0, 0.6)]
+    got = best_on_validation(rows, "acc", 2)
+    self.assertEqual(got["best_val_epoch"], [2, 0])
+    self.assertEqual(got["test_acc_at_best_val"], [0.3, 0.5])
+    self.assertNotIn("test_acc_by_step_at_best_val", got)
+    with self.assertRaisesRegex(ValueError, "no rows for seed 2"):
+      best_on_validation(rows, "acc", 3)
 
   def test_its_config_checks_run_and_name_the_field(self):
     config = sign_config()

@@ -53,6 +53,15 @@ class Task:
   def test_set(self, key: Array):
     raise NotImplementedError
 
+  def validation_set(self, key: Array):
+    """Held-out data evaluated every epoch to pick an epoch (best on validation), or None (default).
+
+    When given, the trainer logs ``val_<metric>`` per epoch and ``final.json`` also holds the test
+    metrics at each seed's best validation epoch (:func:`experiments.summary.best_on_validation`).
+    """
+    del key
+    return None
+
   def probe_batch(self, key: Array):
     """The fixed batch on which gradients are compared with BPTT's (Figure 1)."""
     raise NotImplementedError

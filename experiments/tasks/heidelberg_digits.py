@@ -61,6 +61,9 @@ class HeidelbergDigits(Task):
     self.augment = augment
     as_device = lambda a: (jnp.asarray(a.inputs, dtype), jnp.asarray(a.labels), jnp.asarray(a.mask, dtype))
     self.train, self.test = as_device(arrays["train"]), as_device(arrays[eval_split])
+    # The validation speaker(s) select an epoch, unless they already are what is evaluated.
+    held_out = arrays.get("validation")
+    self.validation = as_device(held_out) if eval_split == "test" and held_out is not None and len(held_out) else None
     self.num_train = len(arrays["train"])
     self.batch_size, self.probe_size = batch_size, probe_size
     for name, size in (("batch_size", self.batch_size), ("alignment_batch_size", self.probe_size)):
@@ -88,6 +91,10 @@ class HeidelbergDigits(Task):
   def test_set(self, key):
     del key  # the official test split, the same for every seed
     return self.test
+
+  def validation_set(self, key):
+    del key
+    return self.validation
 
   def probe_batch(self, key):
     return self._take(self.train, jax.random.choice(key, self.num_train, (self.probe_size,), replace=False))
