@@ -6,6 +6,11 @@ For a recipe search: each probe is an ordinary run (usually one method, one vali
 this collects what was run and what it gave, so the path to a recipe can be retraced. Writes
 ``probes.md`` (rows in the order given), ``probes.png`` (test metric per epoch, one line per
 probe and method), ``probes.csv`` and ``curves.jsonl`` (the plotted points).
+
+Cross-validation folds: runs named ``<setting>_val<k>`` (one per held-out speaker ``k``, e.g.
+``--config.data.validation_speaker=k``) are also grouped per setting: ``probes.md`` then starts
+with a folds table (each fold's final value, their mean, and the best epoch of the mean curve),
+and ``probes.png`` plots the mean curve of each setting.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import csv
 import io
 import json
 import pathlib
+import re
 
 import numpy as np
 
@@ -52,6 +58,47 @@ def load_probe(workdir: pathlib.Path) -> list[dict]:
   return out
 
 
+FOLD = re.compile(r"^(?P<setting>.+)_val(?P<fold>\d+)$")
+
+
+def fold_groups(probes: list[dict]) -> list[dict]:
+  """Per (setting, method) with runs named ``<setting>_val<k>``: the folds' finals, their mean, and
+  the mean curve over the folds (over the epochs every fold has reached)."""
+  groups: dict[tuple, list[dict]] = {}
+  for p in probes:
+    m = FOLD.match(p["name"])
+    if m:
+      groups.setdefault((m["setting"], p["method"]), []).append({**p, "fold": int(m["fold"])})
+  out = []
+  for (setting, method), runs in groups.items():
+    runs.sort(key=lambda r: r["fold"])
+    done = min(len(r["curve"]) for r in runs)
+    curve = np.mean([r["curve"][:done] for r in runs], 0)
+    out.append({"setting": setting, "method": method, "folds": [r["fold"] for r in runs],
+                "finals": [r["final"] for r in runs], "complete": all(r["epochs_done"] == r["epochs"] for r in runs),
+                "mean_final": float(np.mean([r["final"] for r in runs])), "curve": curve,
+                "epoch_list": runs[0]["epoch_list"][:done], "steps_per_epoch": runs[0]["steps_per_epoch"],
+                "mean_best": float(curve.max()), "mean_best_epoch": int(np.argmax(curve)) + 1,
+                "revision": runs[0]["revision"],
+                "command": FOLD_WORKDIR.sub(r"\g<1>{k}", FOLD_ARG.sub(r"\g<1>{k}", runs[0]["command"]))})
+  return out
+
+
+FOLD_ARG = re.compile(r"(validation_speaker=)\d+")
+FOLD_WORKDIR = re.compile(r"(--workdir=\S+_val)\d+")
+
+
+def folds_markdown(groups: list[dict]) -> str:
+  lines = ["| setting | method | final per fold (%) | mean final (%) | mean curve best (%) @ epoch | revision | "
+           "command (k = each fold) |", "|---|---|---|---|---|---|---|"]
+  for g in groups:
+    per_fold = ", ".join(f"{k}: {100 * v:.2f}" for k, v in zip(g["folds"], g["finals"]))
+    lines.append(f"| {g['setting']} | {g['method']} | {per_fold}{'' if g['complete'] else ' (unfinished)'} | "
+                 f"{100 * g['mean_final']:.2f} | {100 * g['mean_best']:.2f} @ {g['mean_best_epoch']} | "
+                 f"`{g['revision']}` | `{g['command']}` |")
+  return "\n".join(lines) + "\n"
+
+
 def markdown(probes: list[dict]) -> str:
   lines = ["| probe | method | seeds (root) | epochs done | final (%) | best (%) @ epoch | pattern (%) | "
            "worst recall step (%) | revision | command |",
@@ -66,18 +113,20 @@ def markdown(probes: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(probes: list[dict], path: pathlib.Path) -> None:
+def plot(probes: list[dict], path: pathlib.Path, ylabel: str = "test accuracy (%)") -> None:
+  """One line per probe (``name`` or ``setting``, ``method``, ``curve``, ``epoch_list``)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(9, 5.5))
   for p in probes:
     steps = (np.asarray(p["epoch_list"]) + 1) * p["steps_per_epoch"]
-    ax.plot(steps, 100 * p["curve"], label=f"{p['name']} ({p['method']})", lw=1.2)
+    ax.plot(steps, 100 * p["curve"], label=f"{p.get('name', p.get('setting'))} ({p['method']})", lw=1.2)
   ax.set_xlabel("optimizer steps")
-  ax.set_ylabel("test accuracy (%)")
-  ax.set_ylim(45, 100)
-  ax.axhline(99, color="k", lw=0.6, ls="--")
+  ax.set_ylabel(ylabel)
+  if min(float(p["curve"].min()) for p in probes) >= 0.45:  # binary recall (Copy-Paste): 50 % is chance
+    ax.set_ylim(45, 100)
+    ax.axhline(99, color="k", lw=0.6, ls="--")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=6, ncol=2, loc="lower right")
   fig.tight_layout()
@@ -94,7 +143,11 @@ def main():
   if not probes:
     raise SystemExit("no probe has a finished epoch yet")
   args.out.mkdir(parents=True, exist_ok=True)
+  groups = fold_groups(probes)
   text = markdown(probes)
+  if groups:
+    text = ("Cross-validation folds (one run per held-out speaker):\n\n" + folds_markdown(groups)
+            + "\nEvery run:\n\n" + text)
   checkpoints.atomic_write_text(args.out / "probes.md", text)
   buf = io.StringIO()
   writer = csv.writer(buf)
@@ -107,7 +160,10 @@ def main():
   checkpoints.write_jsonl(args.out / "curves.jsonl", [
       {"probe": p["name"], "method": p["method"], "epoch": int(e), "test": float(v)}
       for p in probes for e, v in zip(p["epoch_list"], p["curve"])])
-  plot(probes, args.out / "probes.png")
+  if groups:
+    plot(groups, args.out / "probes.png", "validation accuracy (%), mean over the folds")
+  else:
+    plot(probes, args.out / "probes.png")
   print(text)
 
 
