@@ -165,6 +165,24 @@ class RunsTest(absltest.TestCase):
     self.assertIn("| bptt/checkpoint_4.msgpack | **bytes differ**", out)
     self.assertIn("| bptt/alignment.jsonl | **only in A** |", out)
 
+  def test_keys_the_new_code_adds_are_listed_not_failed(self):
+    tmp = make_tmp(self)
+    a = self.fake_workdir(tmp / "a")
+    b = self.fake_workdir(tmp / "b")
+    rows = [json.loads(l) for l in (b / "bptt" / "metrics.jsonl").read_text().splitlines()]
+    (b / "bptt" / "metrics.jsonl").write_text("".join(json.dumps({**r, "val_acc": 0.5}) + "\n" for r in rows))
+    status, out = run_main("runs", a, b)
+    self.assertEqual(status, 1, out)  # without the option, a new key is a difference
+    status, out = run_main("runs", a, b, "--new-keys", "val_.*")
+    self.assertEqual(status, 0, out)
+    self.assertIn("| bptt/metrics.jsonl | identical (2 rows); new in B: val_acc |", out)
+    # A key only in A, or a changed value beside the new key, still fails.
+    (b / "bptt" / "metrics.jsonl").write_text("".join(
+        json.dumps({**{k: v for k, v in r.items() if k != "train_loss"}, "val_acc": 0.5}) + "\n" for r in rows))
+    status, out = run_main("runs", a, b, "--new-keys", "val_.*|train_loss")
+    self.assertEqual(status, 1, out)
+    self.assertIn("train_loss: only in A", out)
+
   def test_json_differences(self):
     self.assertEqual(reproduce.json_differences({"x": [1.0, float("nan")]}, {"x": [1.0, float("nan")]}), [])
     self.assertEqual(reproduce.json_differences({"x": 0.0}, {"x": -0.0}), [".x: 0.0 vs -0.0"])

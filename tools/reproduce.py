@@ -19,6 +19,9 @@ results may differ between jax/jaxlib versions and between devices, so only the 
     (cd /tmp/old && python -m experiments.main --config=experiments/copy_paste.py:quick --workdir=/tmp/repro/run_old)
     python -m experiments.main --config=experiments/copy_paste.py:quick --workdir=/tmp/repro/run_new
     python -m tools.reproduce runs /tmp/repro/run_old /tmp/repro/run_new            # exit 1 on any bit
+    # Fields the new code adds (e.g. HD's per-epoch validation metrics) can be allowed by name; every
+    # value both sides have is still compared exactly:
+    python -m tools.reproduce runs OLD NEW --new-keys 'val_.*|best_val_epoch|.*_at_best_val'
 
     git worktree remove /tmp/old
 
@@ -440,8 +443,18 @@ def _find(root: pathlib.Path) -> set[str]:
           if p.is_file() and (p.name in RESULT_FILES or _CHECKPOINT.match(p.name))}
 
 
-def compare_runs(a: pathlib.Path, b: pathlib.Path, max_listed: int = 3) -> tuple[list[tuple[str, str]], int]:
-  """Rows ``(file, result)`` and the number of files that differ."""
+_ONLY_IN_B = re.compile(r"^(?P<where>.*)\.(?P<key>[^.\[\]]+): only in B$")
+
+
+def compare_runs(a: pathlib.Path, b: pathlib.Path, max_listed: int = 3, new_keys: Optional[str] = None
+                 ) -> tuple[list[tuple[str, str]], int]:
+  """Rows ``(file, result)`` and the number of files that differ.
+
+  ``new_keys``: a regular expression; JSON keys present only in B whose name matches it in full
+  (fields the new code adds, e.g. ``val_.*``) are listed but are not differences. Every key both
+  sides have is still compared exactly.
+  """
+  added = re.compile(new_keys) if new_keys else None
   files_a, files_b = _find(a), _find(b)
   rows, differences = [], 0
   for rel in sorted(files_a | files_b):
@@ -464,6 +477,10 @@ def compare_runs(a: pathlib.Path, b: pathlib.Path, max_listed: int = 3) -> tuple
       continue
     va, vb = _read_json_any(a / rel), _read_json_any(b / rel)
     diffs = json_differences(va, vb)
+    new_in_b = []
+    if added is not None:
+      new_in_b = sorted({m["key"] for d in diffs if (m := _ONLY_IN_B.match(d)) and added.fullmatch(m["key"])})
+      diffs = [d for d in diffs if not ((m := _ONLY_IN_B.match(d)) and added.fullmatch(m["key"]))]
     if diffs:
       differences += 1
       listed = "; ".join(_row_label(va, d) for d in diffs[:max_listed])
@@ -471,17 +488,17 @@ def compare_runs(a: pathlib.Path, b: pathlib.Path, max_listed: int = 3) -> tuple
       rows.append((rel, f"**{len(diffs)} value(s) differ**: {listed}{more}"))
     else:
       n = f"{len(va)} row{'s' * (len(va) != 1)}" if isinstance(va, list) else "all values"
-      rows.append((rel, f"identical ({n})"))
+      rows.append((rel, f"identical ({n})" + (f"; new in B: {', '.join(new_in_b)}" if new_in_b else "")))
   return rows, differences
 
 
-def cmd_runs(a: pathlib.Path, b: pathlib.Path) -> int:
+def cmd_runs(a: pathlib.Path, b: pathlib.Path, new_keys: Optional[str] = None) -> int:
   for d in (a, b):
     if not d.is_dir():
       print(f"error: {d} is not a directory", file=sys.stderr)
       return 2
-  rows, differences = compare_runs(a, b)
-  print(f"A: {a}\nB: {b}\n")
+  rows, differences = compare_runs(a, b, new_keys=new_keys)
+  print(f"A: {a}\nB: {b}\n" + (f"JSON keys only in B that may be new: `{new_keys}`\n" if new_keys else ""))
   print(_markdown(("file", "A vs B"), rows))
   print()
   compared = sum(1 for _, r in rows if not r.startswith(("only in", "**only in")))
@@ -517,6 +534,9 @@ def main(argv: Optional[list[str]] = None) -> int:
   r = sub.add_parser("runs", help="bitwise comparison of two experiment workdirs")
   r.add_argument("a", type=pathlib.Path)
   r.add_argument("b", type=pathlib.Path)
+  r.add_argument("--new-keys", default=None,
+                 help="regular expression of JSON keys the new code adds (only in B): listed, not failures, "
+                      "e.g. 'val_.*|best_val_epoch|.*_at_best_val'")
   args = parser.parse_args(argv)
   if args.command == "gradients":
     if args.compilation_cache is not None:
@@ -529,7 +549,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
   if args.command == "compare":
     return cmd_compare(args.a, args.b)
-  return cmd_runs(args.a, args.b)
+  return cmd_runs(args.a, args.b, args.new_keys)
 
 
 if __name__ == "__main__":
