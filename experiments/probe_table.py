@@ -107,7 +107,7 @@ def markdown(probes: list[dict]) -> str:
     worst = "-" if np.isnan(p["worst_step"]) else f"{100 * p['worst_step']:.1f}"
     lines.append(
         f"| {p['name']} | {p['method']} | {p['seeds']} ({p['root_seed']}) | {p['epochs_done']}/{p['epochs']} "
-        f"x {p['steps_per_epoch']} | {100 * p['final']:.2f}{' (div.)' if p['diverged'] else ''} | "
+        f"x {p['steps_per_epoch'] or 'one pass'} | {100 * p['final']:.2f}{' (div.)' if p['diverged'] else ''} | "
         f"{100 * p['best']:.2f} @ {p['best_epoch']} | {100 * p['pattern']:.1f} | {worst} | `{p['revision']}` | "
         f"`{p['command']}` |")
   return "\n".join(lines) + "\n"
@@ -119,10 +119,13 @@ def plot(probes: list[dict], path: pathlib.Path, ylabel: str = "test accuracy (%
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(9, 5.5))
+  # steps_per_epoch 0 means one pass over a dataset (HD): the x-axis is then epochs.
+  by_epoch = any(not p["steps_per_epoch"] for p in probes)
   for p in probes:
-    steps = (np.asarray(p["epoch_list"]) + 1) * p["steps_per_epoch"]
-    ax.plot(steps, 100 * p["curve"], label=f"{p.get('name', p.get('setting'))} ({p['method']})", lw=1.2)
-  ax.set_xlabel("optimizer steps")
+    x = np.asarray(p["epoch_list"]) + 1
+    ax.plot(x if by_epoch else x * p["steps_per_epoch"], 100 * p["curve"],
+            label=f"{p.get('name', p.get('setting'))} ({p['method']})", lw=1.2)
+  ax.set_xlabel("epochs" if by_epoch else "optimizer steps")
   ax.set_ylabel(ylabel)
   if min(float(p["curve"].min()) for p in probes) >= 0.45:  # binary recall (Copy-Paste): 50 % is chance
     ax.set_ylim(45, 100)

@@ -106,7 +106,7 @@ class DevCorpusBuildTest(_Base):
     with self.assertRaisesRegex(ValueError, r"validation speaker\(s\) \[3\] are not training speakers"):
       hd_loader.load_splits(builder, validation_speakers=(3,))
     c = heidelberg_digits.get_config("dev").data
-    c.validation_speaker = 1
+    c.validation_speaker, c.num_validation_speakers = 1, 1
     with self.assertRaisesRegex(ValueError, r"config\.data\.validation_speaker=1 .*num_validation_speakers=0"):
       hd_data.validate(c)
     c.num_validation_speakers, c.eval_split = 0, "validation"
@@ -176,7 +176,8 @@ class DevCorpusBuildTest(_Base):
     c.batch_size, c.alignment_batch_size = 4, 4
     task = HeidelbergDigits.from_config(c, jnp.float32)
     self.assertEqual((task.n_in, task.n_out), (80, 10))
-    self.assertEqual(task.sizes, {"train": 8, "validation": 4, "test": 4})
+    self.assertEqual(task.sizes, {"train": 12, "test": 4})  # all three training speakers train
+    self.assertIsNone(task.validation_set(None))
     key = jax.random.key(0)
     step_batch = jax.jit(task.train_batch)
     batch = step_batch(task.train_data(), key, 3)
@@ -189,9 +190,10 @@ class DevCorpusBuildTest(_Base):
     self.assertTrue(np.all(np.asarray(batch[0])[np.asarray(batch[2]) == 0] == 0))
     self.assertFalse(np.array_equal(batch[0], other[0]))
     self.assertLen(task.test_set(key)[1], 4)
-    c.data.eval_split = "validation"
+    c.data.eval_split, c.data.validation_speaker = "validation", 2   # one fold: speaker 02 held out
     on_validation = HeidelbergDigits.from_config(c, jnp.float32)
-    self.assertEqual(set(np.asarray(on_validation.test_set(key)[1]).tolist()), {0, 1, 2, 3})  # speaker 02
+    self.assertEqual(on_validation.sizes, {"train": 8, "test": 4, "validation": 4})
+    self.assertEqual(set(np.asarray(on_validation.test_set(key)[1]).tolist()), {0, 1, 2, 3})  # speaker 02's digits
 
 
 class DevConfigTest(_Base):
