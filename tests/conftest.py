@@ -1,8 +1,24 @@
-"""Tests run on the CPU in float64 unless a test asks for float32."""
+"""Tests run on the CPU in float64 unless a test asks for float32.
+
+XLA's persistent compilation cache is on for the suite: many tests build the same small programs
+(one tiny config through several trainers), and with the cache each is compiled once per machine.
+``RHEL_JAX_TEST_CACHE`` names its folder (default: ``rhel_jax_xla_cache`` in the temp folder; ``off``
+disables it). Results do not depend on it: a hit loads the executable XLA would have built.
+"""
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+_CACHE = os.environ.get("RHEL_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "rhel_jax_xla_cache"))
+if _CACHE != "off":
+  jax.config.update("jax_compilation_cache_dir", _CACHE)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  # A size bound turns on JAX's LRU eviction, which takes a file lock around every read and write,
+  # so the pytest-xdist workers never read an entry another one is still writing.
+  jax.config.update("jax_compilation_cache_max_size", 1 << 30)
