@@ -4,9 +4,10 @@
 
 How hard is generalising from two speakers to a third, whatever the recurrent network? For each
 feature set, each fold holds one of the training speakers 00-02 out (the test speaker 03 is never
-read), and an L2-regularised logistic regression (scikit-learn, which librosa already needs; C = 0.1) is fitted on fixed-length
-summaries of each utterance: 8 evenly spaced frames plus the mean and std of every band over time.
-Writes ``linear_folds.md`` (validation accuracy per fold and the mean) and ``linear_folds.jsonl``.
+read), and an L2-regularised logistic regression (scikit-learn, which librosa already needs;
+C = 0.1) is fitted on fixed-length summaries of each utterance: 8 evenly spaced frames plus the
+mean and std of every band over time. Writes ``linear_folds.md`` (validation accuracy per fold
+and the mean) and ``linear_folds.jsonl``.
 """
 from __future__ import annotations
 

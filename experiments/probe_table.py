@@ -59,6 +59,9 @@ def load_probe(workdir: pathlib.Path) -> list[dict]:
 
 
 FOLD = re.compile(r"^(?P<setting>.+)_val(?P<fold>\d+)$")
+# In a fold's command: the held-out speaker and the workdir's suffix, shown as {k} in the table.
+FOLD_ARG = re.compile(r"(validation_speaker=)\d+")
+FOLD_WORKDIR = re.compile(r"(--workdir=\S+_val)\d+")
 
 
 def fold_groups(probes: list[dict]) -> list[dict]:
@@ -82,10 +85,6 @@ def fold_groups(probes: list[dict]) -> list[dict]:
                 "revision": runs[0]["revision"],
                 "command": FOLD_WORKDIR.sub(r"\g<1>{k}", FOLD_ARG.sub(r"\g<1>{k}", runs[0]["command"]))})
   return out
-
-
-FOLD_ARG = re.compile(r"(validation_speaker=)\d+")
-FOLD_WORKDIR = re.compile(r"(--workdir=\S+_val)\d+")
 
 
 def folds_markdown(groups: list[dict]) -> str:

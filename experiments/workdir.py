@@ -51,14 +51,15 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
 _MISSING = object()
 # Config fields added after runs had been started, with the value that behaves as the code did
 # before the field existed (JSON form). Only these may be absent from a saved config.
-ADDED_FIELDS = {"method.eprop_online": True, "train.frozen_params": [], "train.w_lr_scale": 1.0, "task.curriculum": [],
-                "task.curriculum_stage_epochs": 10, "model.w_init": "gaussian", "model.omega_min": 0.1,
-                "model.omega_max": 3.0,
+ADDED_FIELDS = {"method.eprop_online": True, "train.frozen_params": [], "train.w_lr_scale": 1.0,
+                "task.curriculum": [], "task.curriculum_stage_epochs": 10, "model.w_init": "gaussian",
+                "model.omega_min": 0.1, "model.omega_max": 3.0,
                 # Heidelberg Digits' feature, stand-in and augmentation options, all off.
                 "data.standin_voices": "basic", "data.standin_noise_snr_db": None, "data.standin_reverb_rt60": 0.0,
                 "data.standin_pad_ms": 0.0, "data.standin_gain_db": 0.0, "data.require_manual_dir": False,
-                "data.num_classes": 20, "data.eval_split": "test", "data.validation_speaker": -1, "data.cmvn": "none", "data.deltas": 0,
-                "data.delta_width": 9, "data.trim_db": 0.0, "data.f_min": 0.0, "data.f_max": 0.0, "data.top_db": 0.0,
+                "data.num_classes": 20, "data.eval_split": "test", "data.validation_speaker": -1,
+                "data.cmvn": "none", "data.deltas": 0, "data.delta_width": 9, "data.trim_db": 0.0,
+                "data.f_min": 0.0, "data.f_max": 0.0, "data.top_db": 0.0,
                 "data.augment": {"time_stretch": 0.0, "band_shift": 0.0, "band_warp": 0.0, "time_masks": 0,
                                  "time_mask_width": 0, "freq_masks": 0, "freq_mask_width": 0, "noise_std": 0.0}}
 

@@ -144,9 +144,10 @@ def eprop(params, model, inputs_tm, targets, mask, loss_fn, *, online=True):
 
   ``online=False`` computes the same gradient in reverse mode, as ``jax.grad`` of that
   stop-gradient model (:func:`_eprop_offline`): the forward-mode traces cost O(B N^2) memory traffic
-  per step, which makes the online form memory-bound (about 20x BPTT's time at N=64, B=64 on a
-  CPU), while reverse mode costs about what BPTT does, with BPTT's O(T) memory. Use it to train
-  the baseline quickly; the online form is the learning rule as a neuromorphic chip would run it.
+  per step, which makes the online form memory-bound (about 4x BPTT's time at T=400, N=64, B=64 on
+  one CPU core, ``benchmarks/eprop_forms.py``), while reverse mode costs about what BPTT does, with
+  BPTT's O(T) memory. Use it to train the baseline quickly; the online form is the learning rule as
+  an online learner (a neuromorphic chip) would run it.
   """
   if not online:
     return _eprop_offline(params, model, inputs_tm, targets, mask, loss_fn)
