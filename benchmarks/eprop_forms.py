@@ -81,11 +81,7 @@ def main():
             "| dtype | " + " | ".join(k.removeprefix("seconds ") for k in labels) + " |",
             "|---|" + "---|" * len(labels)]
   lines += [f"| {t['dtype']} | " + " | ".join(f"{t[k]:.3f}" for k in labels) + " |" for t in timings]
-  args.out.mkdir(parents=True, exist_ok=True)
-  text = "\n".join(lines) + "\n"
-  checkpoints.atomic_write_text(args.out / "eprop_forms.md", text)
-  checkpoints.write_jsonl(args.out / "eprop_forms.jsonl", rows + timings)
-  print(text)
+  print(checkpoints.write_report(args.out, "eprop_forms", lines, rows + timings))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import checkpoints, hd_data
+from experiments import checkpoints
 from experiments.summary import mean_std
 from experiments.tasks import build_task
 from experiments.trainer import MethodTrainer
@@ -31,16 +31,15 @@ def evaluate_by_speaker(workdir: pathlib.Path) -> list[dict]:
   if config.task.name != "heidelberg_digits":
     raise ValueError(f"{workdir}: a {config.task.name} run, not heidelberg_digits")
   dtype = jnp.dtype(config.model.dtype)
-  arrays = hd_data.load(config.data)
-  test = arrays[hd_data.eval_split(config.data)]
-  train_speakers = set(arrays["train"].speakers.tolist())
-  groups = {f"speaker {s:02d}" + ("" if s in train_speakers else " (held out)"): test.speakers == s
-            for s in sorted(set(test.speakers.tolist()))}
-  held_out = ~np.isin(test.speakers, sorted(train_speakers))
-  if len(set(test.speakers[held_out].tolist())) > 1:  # HD's 4 and 5 together
-    groups["all held-out speakers"] = held_out
-  groups["whole test split"] = np.ones(len(test), bool)
   task = build_task(config, dtype)
+  test, speakers = task.test, task.speakers[task.eval_split]
+  train_speakers = set(task.speakers["train"].tolist())
+  groups = {f"speaker {s:02d}" + ("" if s in train_speakers else " (held out)"): speakers == s
+            for s in sorted(set(speakers.tolist()))}
+  held_out = ~np.isin(speakers, sorted(train_speakers))
+  if len(set(speakers[held_out].tolist())) > 1:  # HD's 4 and 5 together
+    groups["all held-out speakers"] = held_out
+  groups["whole test split"] = np.ones(len(speakers), bool)
   rows = []
   for method in config.methods:
     directory = workdir / method
@@ -54,8 +53,7 @@ def evaluate_by_speaker(workdir: pathlib.Path) -> list[dict]:
       raise ValueError(f"{directory}: newest checkpoint is epoch {epoch}, the run has {config.num_epochs}")
     ok = ~np.asarray(state["diverged"], bool)
     for name, select in groups.items():
-      subset = tuple(jnp.asarray(x[select], dtype if x.dtype.kind == "f" else x.dtype)
-                     for x in (test.inputs, test.labels, test.mask))
+      subset = tuple(x[jnp.asarray(select)] for x in test)  # (inputs, labels, mask), on the device
       stacked = jax.tree.map(lambda x: jnp.broadcast_to(x, (config.num_seeds,) + x.shape), subset)
       acc = np.asarray(trainer.evaluate(state["params"], stacked)["accuracy"])
       mean, std = mean_std(acc[ok])
@@ -78,11 +76,7 @@ def main():
   for method in dict.fromkeys(r["method"] for r in rows):
     cells = {r["group"]: f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" for r in rows if r["method"] == method}
     lines.append(f"| {method} | " + " | ".join(cells.get(g, "-") for g in groups) + " |")
-  args.out.mkdir(parents=True, exist_ok=True)
-  text = "\n".join(lines) + "\n"
-  checkpoints.atomic_write_text(args.out / "by_speaker.md", text)
-  checkpoints.write_jsonl(args.out / "by_speaker.jsonl", rows)
-  print(text)
+  print(checkpoints.write_report(args.out, "by_speaker", lines, rows))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,17 @@ def write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
   atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def write_report(out_dir: pathlib.Path, stem: str, lines: list[str], rows: list[dict]) -> str:
+  """A measurement's ``<stem>.md`` (the markdown ``lines``) and ``<stem>.jsonl`` (its ``rows``), both
+  atomic, under ``out_dir`` (created); returns the markdown text."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  text = "\n".join(lines) + "\n"
+  atomic_write_text(out_dir / f"{stem}.md", text)
+  write_jsonl(out_dir / f"{stem}.jsonl", rows)
+  return text
+
+
 def read_jsonl(path: pathlib.Path) -> list[dict]:
   path = pathlib.Path(path)
   if not path.exists():

@@ -71,6 +71,8 @@ class HeidelbergDigits(Task):
         raise ValueError(f"config.{name}={size} exceeds the {self.num_train} training examples")
     self.steps_per_epoch = steps_per_epoch or self.num_train // self.batch_size
     self.sizes = {split: len(a) for split, a in arrays.items()}
+    self.speakers = {split: a.speakers for split, a in arrays.items()}  # (n,) per split, for breakdowns
+    self.eval_split = eval_split
     self.seq_len = arrays["train"].inputs.shape[1]
 
   def _take(self, data, idx):
