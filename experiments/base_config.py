@@ -85,6 +85,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.warmup_steps = 0
   # Global-norm gradient clipping; 0 turns it off.
   c.train.clip_norm = 1.0
+  # Decoupled weight decay (AdamW: each step shrinks W, B and W_out, not the biases, by lr x this);
+  # 0 = plain Adam.
+  c.train.weight_decay = 0.0
   # Learning-rate multiplier for W alone.
   c.train.w_lr_scale = 1.0
   # Parameters kept at their initial values (names from rhel_jax.PARAM_NAMES), e.g. ('W',) to

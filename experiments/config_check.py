@@ -43,6 +43,7 @@ def validate_config(config) -> None:
   float_field(config, "model.b_scale", nonnegative=True)
   float_field(config, "train.clip_norm", nonnegative=True)
   float_field(config, "train.w_lr_scale", nonnegative=True)
+  float_field(config, "train.weight_decay", nonnegative=True)
   int_field(config, "train.warmup_steps", minimum=0)
   choice_field(config, "model.rho", ACTIVATIONS)
   bool_field(config, "model.exact_reversible")

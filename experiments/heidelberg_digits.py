@@ -13,8 +13,8 @@ full protocol on the FSDD dev corpus at ``$RHEL_JAX_SHARED/data/fsdd_dev``, 10 c
 Feature options (``cmvn``, ``deltas``, ...) and augmentation (``data.augment.*``) are off by default;
 see docs/hd_features.md.
 
-Classification reads the readout's logits averaged over the valid (unpadded) steps of each
-sequence and trains with their cross-entropy (loss 'ce_mean').
+Classification reads the readout's logits pooled over the valid (unpadded) steps of each sequence
+(``task.pooling``: their mean by default) and trains with their cross-entropy (loss 'ce_<pooling>').
 """
 import os
 import pathlib
@@ -61,6 +61,8 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.method.eps = 1e-3
 
   c.task = ml_collections.ConfigDict({"name": "heidelberg_digits"})
+  # One prediction per utterance from the per-step logits: "mean", "max" or "last" (valid steps only).
+  c.task.pooling = "mean"
   c.data = ml_collections.ConfigDict()
   # Official layout (extracted, or a directory holding hd_audio.tar.gz); None = download it.
   c.data.manual_dir = config_dict.placeholder(str)

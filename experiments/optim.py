@@ -1,8 +1,12 @@
-"""The optimizer of the experiments: optax Adam with a learning-rate schedule, clipping and W's own step size."""
+"""The optimizer of the experiments: optax Adam (AdamW with weight decay) with a learning-rate schedule,
+clipping and W's own step size."""
 from __future__ import annotations
 
 import ml_collections
 import optax
+
+
+DECAYED_PARAMS = ("W", "B", "W_out")  # the matrices; biases are not decayed
 
 
 def make_optimizer(train: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
@@ -16,7 +20,12 @@ def make_optimizer(train: ml_collections.ConfigDict, total_steps: int) -> optax.
                        f"{total_steps} optimizer steps (num_epochs x steps per epoch)")
     lr = optax.warmup_cosine_decay_schedule(0.0, train.lr, train.warmup_steps, total_steps)
   parts = [optax.clip_by_global_norm(train.clip_norm)] if train.clip_norm > 0 else []
-  parts.append(optax.adam(lr))
+  if train.weight_decay > 0:
+    # Frozen tensors get zero gradients; they must not decay either.
+    decayed = lambda params: {k: k in DECAYED_PARAMS and k not in train.frozen_params for k in params}
+    parts.append(optax.adamw(lr, weight_decay=train.weight_decay, mask=decayed))
+  else:  # plain Adam, bit for bit as before weight decay existed
+    parts.append(optax.adam(lr))
   if train.w_lr_scale != 1.0:  # W's own step size (its slowest modes sit near the stability edge)
     parts.append(optax.masked(optax.scale(train.w_lr_scale), lambda params: {k: k == "W" for k in params}))
   return optax.chain(*parts)

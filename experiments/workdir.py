@@ -53,7 +53,7 @@ _MISSING = object()
 # before the field existed (JSON form). Only these may be absent from a saved config.
 ADDED_FIELDS = {"method.eprop_online": True, "train.frozen_params": [], "train.w_lr_scale": 1.0,
                 "task.curriculum": [], "task.curriculum_stage_epochs": 10, "model.w_init": "gaussian",
-                "model.omega_min": 0.1, "model.omega_max": 3.0,
+                "model.omega_min": 0.1, "model.omega_max": 3.0, "task.pooling": "mean", "train.weight_decay": 0.0,
                 # Heidelberg Digits' feature, stand-in and augmentation options, all off.
                 "data.standin_voices": "basic", "data.standin_noise_snr_db": None, "data.standin_reverb_rt60": 0.0,
                 "data.standin_pad_ms": 0.0, "data.standin_gain_db": 0.0, "data.require_manual_dir": False,

@@ -305,11 +305,12 @@ def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, tar
       ``b_out (n_out,)``.
     model: :class:`ModelConfig`.
     inputs: (batch, T, n_in).
-    targets: (batch, T, n_out) for ``'mse'``/``'bce'``; integer class ids (batch,) for
-      ``'ce_mean'``; anything the callable accepts otherwise.
-    mask: (batch, T) or (T,) weights of the steps (for ``'ce_mean'``: the valid steps);
+    targets: (batch, T, n_out) for ``'mse'``/``'bce'``; integer class ids (batch,) for the
+      classification losses ``'ce_mean'``, ``'ce_max'``, ``'ce_last'``; anything the callable
+      accepts otherwise.
+    mask: (batch, T) or (T,) weights of the steps (for classification: the valid steps);
       None means all ones.
-    loss: ``'mse'``, ``'bce'``, ``'ce_mean'`` or ``fn(ys (batch, T, n_out), targets, mask)``
+    loss: a name in :data:`rhel_jax.LOSSES` or ``fn(ys (batch, T, n_out), targets, mask)``
       returning a scalar that averages over the batch.
     **options: the method's :class:`Option` s, e.g. ``eps`` (rhel, rhel_centered; default
       :func:`default_eps`: 1e-5 in float64 and in exact mode, 3e-4 in float32) and ``k``

@@ -34,17 +34,56 @@ def bce(ys: Array, targets: Array, mask: Array) -> Array:
   return jnp.mean(jnp.sum(mask * per_step, -1))
 
 
+POOLINGS = ("mean", "max", "last")
+
+
+def pooled_logits(ys: Array, mask: Array, pooling: str = "mean") -> Array:
+  """One logit vector per sequence from the per-step logits, over the valid steps only.
+
+  ys: (B, T, n_out); mask: (B, T), > 0 on valid steps (each sequence needs one). ``pooling``:
+  ``'mean'`` (the average), ``'max'`` (each class's largest logit) or ``'last'`` (the last valid
+  step). Returns (B, n_out).
+  """
+  valid = mask > 0
+  if pooling == "mean":
+    return jnp.sum(mask[..., None] * ys, 1) / jnp.sum(mask, 1)[:, None]
+  if pooling == "max":
+    return jnp.max(jnp.where(valid[..., None], ys, -jnp.inf), 1)
+  if pooling == "last":
+    steps = ys.shape[1]
+    last = steps - 1 - jnp.argmax(valid[:, ::-1], 1)  # index of the last valid step
+    return jnp.take_along_axis(ys, last[:, None, None], 1)[:, 0]
+  raise ValueError(f"pooling: unknown {pooling!r}; choose one of {list(POOLINGS)}")
+
+
+def _ce(logits: Array, targets: Array) -> Array:
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets))
+
+
 def ce_mean(ys: Array, targets: Array, mask: Array) -> Array:
   """Cross-entropy of the logits averaged over the valid steps of each sequence, mean over batch.
 
   ys: logits (B, T, n_out); targets: integer class ids (B,); mask: (B, T), 1 on valid
   (unpadded) steps. Each sequence needs at least one valid step.
   """
-  mean_logits = jnp.sum(mask[..., None] * ys, 1) / jnp.sum(mask, 1)[:, None]
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(mean_logits, targets))
+  return _ce(pooled_logits(ys, mask, "mean"), targets)
 
 
-LOSSES: dict[str, LossFn] = {"mse": mse, "bce": bce, "ce_mean": ce_mean}
+def ce_max(ys: Array, targets: Array, mask: Array) -> Array:
+  """As :func:`ce_mean`, on each class's largest logit over the valid steps."""
+  return _ce(pooled_logits(ys, mask, "max"), targets)
+
+
+def ce_last(ys: Array, targets: Array, mask: Array) -> Array:
+  """As :func:`ce_mean`, on the logits of each sequence's last valid step."""
+  return _ce(pooled_logits(ys, mask, "last"), targets)
+
+
+# Classification losses (integer targets (B,)), by the pooling they apply.
+CLASSIFICATION_LOSSES = {f"ce_{pooling}": pooling for pooling in POOLINGS}
+
+
+LOSSES: dict[str, LossFn] = {"mse": mse, "bce": bce, "ce_mean": ce_mean, "ce_max": ce_max, "ce_last": ce_last}
 
 
 def resolve_loss(loss: Union[str, LossFn]) -> LossFn:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rhel_jax.losses import CLASSIFICATION_LOSSES
 from rhel_jax.model import PARAM_NAMES, ModelConfig
 
 
@@ -111,9 +112,9 @@ def check_data(params, inputs, targets, mask, loss):
                        f"{(batch, steps, n_out)}, got {targets.shape}")
     targets = targets.astype(dtype)
     _check_finite("targets", targets)
-  elif loss == "ce_mean":
+  elif loss in CLASSIFICATION_LOSSES:
     if targets.shape != (batch,) or not jnp.issubdtype(targets.dtype, jnp.integer):
-      raise ValueError(f"targets: loss 'ce_mean' expects integer class ids of shape (batch,)="
+      raise ValueError(f"targets: loss {loss!r} expects integer class ids of shape (batch,)="
                        f"({batch},), got {targets.dtype} {targets.shape}")
     value = concrete(targets)
     if value is not None and (value.min() < 0 or value.max() >= n_out):
@@ -121,7 +122,7 @@ def check_data(params, inputs, targets, mask, loss):
                        f"[{value.min()}, {value.max()}]")
     mask_value = concrete(mask)
     if mask_value is not None and np.any(mask_value.sum(1) <= 0):
-      raise ValueError("mask: loss 'ce_mean' needs at least one valid step in every sequence")
+      raise ValueError(f"mask: loss {loss!r} needs at least one valid step in every sequence")
   return inputs, targets, mask
 
 

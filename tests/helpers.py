@@ -4,6 +4,7 @@ import jax.numpy as jnp
 
 import rhel_jax
 from rhel_jax.alignment import agreement
+from rhel_jax.losses import CLASSIFICATION_LOSSES
 
 
 def make_problem(loss="mse", *, n_in=3, n_hidden=16, n_out=2, batch=4, steps=40, seed=0,
@@ -20,7 +21,7 @@ def make_problem(loss="mse", *, n_in=3, n_hidden=16, n_out=2, batch=4, steps=40,
   elif loss == "bce":
     targets = jax.random.bernoulli(k_y, 0.5, (batch, steps, n_out)).astype(dtype)
     mask = mask.at[:, : steps // 2].set(0.0)  # a recall window, as in the copy task
-  elif loss == "ce_mean":
+  elif loss in CLASSIFICATION_LOSSES:
     targets = jax.random.randint(k_y, (batch,), 0, n_out)
     lengths = jnp.arange(batch) % 3 + steps - 2  # variable lengths: padded tails are masked out
     mask = (jnp.arange(steps)[None, :] < lengths[:, None]).astype(dtype)

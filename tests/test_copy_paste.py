@@ -5,6 +5,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl.testing import absltest, parameterized
 
 import rhel_jax
@@ -110,6 +111,27 @@ class OptimizerTest(absltest.TestCase):
     np.testing.assert_allclose(updates[0.1]["W"], 0.1 * updates[1.0]["W"], rtol=1e-6)
     for k in ("b", "B"):
       np.testing.assert_array_equal(updates[0.1][k], updates[1.0][k])
+
+  def test_weight_decay_shrinks_the_matrices_alone_and_zero_is_plain_adam(self):
+    params = {"W": jnp.ones((3, 3)), "b": jnp.ones(3), "B": jnp.ones((2, 3)), "W_out": jnp.ones((2, 3)),
+              "b_out": jnp.ones(2)}
+    grads = jax.tree.map(lambda p: 0.1 * p, params)
+    def first_update(**overrides):
+      opt = train.make_optimizer(tiny_config(**overrides).train, 100)
+      return opt.update(grads, opt.init(params), params)[0]
+    lr, wd = tiny_config().train.lr, 0.5
+    plain, adam = first_update(), optax.adam(lr)
+    expected = adam.update(grads, adam.init(params), params)[0]
+    for k in params:  # the clipping (norm 1) is inactive: the gradients' norm is 0.51
+      np.testing.assert_array_equal(plain[k], expected[k])
+    decayed = first_update(**{"train.weight_decay": wd})
+    for k in params:
+      shrink = lr * wd * params[k] if k in ("W", "B", "W_out") else 0.0
+      np.testing.assert_allclose(decayed[k], plain[k] - shrink, rtol=1e-6, err_msg=k)
+    frozen = first_update(**{"train.weight_decay": wd, "train.frozen_params": ("B",)})
+    np.testing.assert_array_equal(frozen["B"], plain["B"])  # a frozen tensor is not decayed
+    with self.assertRaisesRegex(ValueError, "config.train.weight_decay"):
+      train.validate_config(tiny_config(**{"train.weight_decay": -1.0}))
 
   def test_warmup_longer_than_the_run_names_the_field(self):
     config = tiny_config(**{"train.schedule": "warmup_cosine", "train.warmup_steps": 500})

@@ -242,6 +242,14 @@ class DevConfigTest(_Base):
       with self.assertRaisesRegex(ValueError, pattern):
         hd_data.validate(c.data)
 
+  def test_pooling_is_validated_by_name(self):
+    from experiments.tasks.heidelberg_digits import HeidelbergDigits
+    c = heidelberg_digits.get_config("full")
+    self.assertEqual(c.task.pooling, "mean")
+    c.task.pooling = "median"
+    with self.assertRaisesRegex(ValueError, r"config\.task\.pooling must be one of"):
+      HeidelbergDigits.validate_config(c)
+
   def test_num_classes_below_the_labels_is_an_error(self):
     from tests.test_hd_data import tiny_corpus  # English and German labels (up to 12)
     c = heidelberg_digits.get_config("quick")

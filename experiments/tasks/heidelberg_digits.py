@@ -1,6 +1,6 @@
-"""Heidelberg Digits (or any corpus in its layout) as a task: classification of the time-averaged
-logits of log-mel sequences. The data side (TFDS build, features) is ``data/`` and
-``experiments/hd_data.py``.
+"""Heidelberg Digits (or any corpus in its layout) as a task: classification of log-mel sequences
+from the readout's logits pooled over time (``config.task.pooling``: averaged by default). The data
+side (TFDS build, features) is ``data/`` and ``experiments/hd_data.py``.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class HeidelbergDigits(Task):
   official test split.
   """
   name = "heidelberg_digits"
-  loss = "ce_mean"
+  loss = "ce_mean"  # per instance: f"ce_{pooling}"
   primary_metric = "accuracy"
   summary_metrics = ("accuracy",)
   fraction_metrics = ("accuracy",)
@@ -33,7 +33,8 @@ class HeidelbergDigits(Task):
     arrays = hd_data.load(config.data)
     return cls(arrays, batch_size=config.batch_size, probe_size=config.alignment_batch_size,
                steps_per_epoch=config.steps_per_epoch, n_out=hd_data.num_classes(config.data, arrays),
-               eval_split=hd_data.eval_split(config.data), augment=hd_augment.from_config(config.data), dtype=dtype)
+               eval_split=hd_data.eval_split(config.data), augment=hd_augment.from_config(config.data),
+               pooling=config.task.pooling, dtype=dtype)
 
   @classmethod
   def validate_config(cls, config: ml_collections.ConfigDict) -> None:
@@ -45,17 +46,23 @@ class HeidelbergDigits(Task):
       check.int_field(config, path, minimum=0)
     check.float_field(config, "data.win_ms")
     check.float_field(config, "data.hop_ms")
+    check.choice_field(config, "task.pooling", losses.POOLINGS)
     from experiments import hd_data
     hd_data.validate(config.data)  # the feature, stand-in and augmentation fields
 
   def __init__(self, arrays, *, batch_size: int, probe_size: int, steps_per_epoch: int = 0, n_out: int = 20,
                eval_split: str = "test", augment: hd_augment.AugmentConfig = hd_augment.AugmentConfig(),
-               dtype=jnp.float32):
+               pooling: str = "mean", dtype=jnp.float32):
     """``arrays``: {'train', 'test', ...} of ``hd_loader.HDArrays`` (inputs, labels, mask).
 
     ``eval_split``: the split evaluated as the test set ('validation' for probes, which must never
     read the test speakers). ``augment``: on-the-fly augmentation of training batches (off by default).
+    ``pooling``: how the per-step logits become one prediction (``rhel_jax.losses.pooled_logits``);
+    training uses the matching loss ``ce_<pooling>``.
     """
+    if pooling not in losses.POOLINGS:
+      raise ValueError(f"config.task.pooling: unknown {pooling!r}; choose one of {list(losses.POOLINGS)}")
+    self.pooling, self.loss = pooling, f"ce_{pooling}"
     self.n_in, self.n_out = arrays["train"].inputs.shape[2], n_out
     self.dtype = dtype
     self.augment = augment
@@ -102,6 +109,6 @@ class HeidelbergDigits(Task):
     return self._take(self.train, jax.random.choice(key, self.num_train, (self.probe_size,), replace=False))
 
   def metrics(self, ys, labels, mask):
-    mean_logits = jnp.sum(mask[..., None] * ys, 1) / jnp.sum(mask, 1)[:, None]
-    return {"accuracy": jnp.mean(jnp.argmax(mean_logits, -1) == labels),
-            "loss": losses.ce_mean(ys, labels, mask)}
+    logits = losses.pooled_logits(ys, mask, self.pooling)
+    return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+            "loss": losses.LOSSES[self.loss](ys, labels, mask)}
