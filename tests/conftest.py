@@ -10,15 +10,19 @@ import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+_CACHE = os.environ.get("RHEL_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "rhel_jax_xla_cache"))
+if _CACHE != "off":
+  # Set as environment variables (read by JAX at import), so that the tests' subprocesses
+  # (experiments.main, the 4-device sharding run) share the cache too.
+  os.environ.update({
+      "JAX_COMPILATION_CACHE_DIR": _CACHE,
+      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+      # A size bound turns on JAX's LRU eviction, which takes a file lock around every read and
+      # write, so the pytest-xdist workers never read an entry another one is still writing.
+      "JAX_COMPILATION_CACHE_MAX_SIZE": str(1 << 30),
+  })
+
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-
-_CACHE = os.environ.get("RHEL_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "rhel_jax_xla_cache"))
-if _CACHE != "off":
-  jax.config.update("jax_compilation_cache_dir", _CACHE)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-  # A size bound turns on JAX's LRU eviction, which takes a file lock around every read and write,
-  # so the pytest-xdist workers never read an entry another one is still writing.
-  jax.config.update("jax_compilation_cache_max_size", 1 << 30)

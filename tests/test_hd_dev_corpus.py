@@ -175,6 +175,7 @@ class DevCorpusBuildTest(_Base):
     c.data.augment.noise_std = 0.1
     c.batch_size, c.alignment_batch_size = 4, 4
     task = HeidelbergDigits.from_config(c, jnp.float32)
+    self.assertEqual(task.loss, "ce_max")  # the dev variant's pooling, chosen on the folds
     self.assertEqual((task.n_in, task.n_out), (80, 10))
     self.assertEqual(task.sizes, {"train": 12, "test": 4})  # all three training speakers train
     self.assertIsNone(task.validation_set(None))
