@@ -104,10 +104,11 @@ def markdown(probes: list[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|"]
   for p in probes:
     worst = "-" if np.isnan(p["worst_step"]) else f"{100 * p['worst_step']:.1f}"
+    pattern = "-" if np.isnan(p["pattern"]) else f"{100 * p['pattern']:.1f}"  # Copy-Paste only
     lines.append(
         f"| {p['name']} | {p['method']} | {p['seeds']} ({p['root_seed']}) | {p['epochs_done']}/{p['epochs']} "
         f"x {p['steps_per_epoch'] or 'one pass'} | {100 * p['final']:.2f}{' (div.)' if p['diverged'] else ''} | "
-        f"{100 * p['best']:.2f} @ {p['best_epoch']} | {100 * p['pattern']:.1f} | {worst} | `{p['revision']}` | "
+        f"{100 * p['best']:.2f} @ {p['best_epoch']} | {pattern} | {worst} | `{p['revision']}` | "
         f"`{p['command']}` |")
   return "\n".join(lines) + "\n"
 
