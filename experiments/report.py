@@ -2,7 +2,9 @@
 
     python -m experiments.report runs/copy_paste_full runs/heidelberg_digits_full --out docs/results/report
 
-Several workdirs of one task (the methods of one config split over processes) are merged.
+Several workdirs of one config (its methods split over processes) are merged. Runs of one task
+under different configs (e.g. Heidelberg Digits' ``dev`` and ``hard`` variants) get a column
+each, labelled with the config's name.
 
 Writes ``table1.md`` and ``table1.csv`` (final test accuracy, mean ± std over the seeds that did
 not diverge; methods x tasks) and ``figure1.png`` (cosine of each method's gradient with BPTT's
@@ -39,7 +41,9 @@ def load_run(workdir: pathlib.Path) -> dict:
   if not config_path.exists():
     raise ValueError(f"{workdir}: not a run directory (no config.json)")
   config = json.loads(config_path.read_text())
-  run = {"workdir": workdir, "config": config, "task": config["task"]["name"], "methods": {}}
+  # label: the column heading (merge_runs uses the config's name where one task has several configs).
+  run = {"workdir": workdir, "config": config, "task": config["task"]["name"], "label": config["task"]["name"],
+         "methods": {}}
   run["in_progress"] = {}
   for method in config["methods"]:
     final_path = workdir / method / "final.json"
@@ -70,7 +74,9 @@ def _comparable(config: dict, methods: set) -> dict:
 
 
 def merge_runs(runs: list[dict]) -> list[dict]:
-  """Runs of one task (e.g. the methods split over two processes, one per core) become one.
+  """Runs of one config (``config.name``; e.g. the methods split over two processes, one per core)
+  become one, labelled (``run['label']``) with the task's name, or with the config's name where
+  runs of one task under several configs are compared.
 
   Their configs must agree on everything but ``methods`` and the options of methods that only
   one of the two trains (``config.method.eprop_online`` changes nothing for BPTT); fields newer
@@ -78,9 +84,10 @@ def merge_runs(runs: list[dict]) -> list[dict]:
   """
   merged: dict[str, dict] = {}
   for run in runs:
-    base = merged.get(run["task"])
+    key = (run["task"], run["config"].get("name", run["task"]))
+    base = merged.get(key)
     if base is None:
-      merged[run["task"]] = {**run, "workdirs": [run["workdir"]], "methods": dict(run["methods"]),
+      merged[key] = {**run, "workdirs": [run["workdir"]], "methods": dict(run["methods"]),
                              "in_progress": dict(run["in_progress"]), "config": dict(run["config"])}
       continue
     both = set(base["methods"]) | set(base["in_progress"])
@@ -96,49 +103,52 @@ def merge_runs(runs: list[dict]) -> list[dict]:
     base["in_progress"].update(run["in_progress"])
     base["config"]["methods"] = list(base["config"]["methods"]) + list(run["config"]["methods"])
     base["workdirs"].append(run["workdir"])
-  for run in merged.values():
+  for (task, name), run in merged.items():
     run["workdir"] = " + ".join(str(w) for w in run["workdirs"])
+    run["label"] = task if sum(t == task for t, _ in merged) == 1 else name
   return list(merged.values())
 
 
 def table1(runs: list[dict]) -> tuple[str, str]:
   """Markdown and CSV of final accuracy per (method, task)."""
-  task_names = list(dict.fromkeys(r["task"] for r in runs))
+  labels = [r["label"] for r in runs]
   order = list(METHODS)  # registration order: Table 1's rows, then any others
   methods = sorted(dict.fromkeys(m for r in runs for m in r["config"]["methods"]),
                    key=lambda m: (order.index(m) if m in order else len(order), m))
   cells, walls, out = {}, {}, io.StringIO()
   writer = csv.writer(out)
   writer.writerow(["method", "task", "workdir", "mean_pct", "std_pct", "seeds", "diverged_seeds", "epochs",
-                   "wall_seconds"])
+                   "wall_seconds", "config_name"])
   for r in runs:
     for method, data in r.get("in_progress", {}).items():
       values = [row[_primary(r["task"])] for row in data["rows"] if not row.get("diverged")]
       mean, std = mean_std(values)
-      cells[method, r["task"]] = (f"in progress: epoch {data['epoch'] + 1}/{r['config']['num_epochs']}, "
+      cells[method, r["label"]] = (f"in progress: epoch {data['epoch'] + 1}/{r['config']['num_epochs']}, "
                                   f"{100 * mean:.2f} ± {100 * std:.2f}")
     for method, data in r["methods"].items():
       ok = ~np.asarray(data["final"]["diverged"], bool)
       mean, std = mean_std(np.asarray(data["final"][_primary(r["task"])])[ok])
-      cells[method, r["task"]] = f"{100 * mean:.2f} ± {100 * std:.2f}" + ("" if ok.all() else f" ({(~ok).sum()} div.)")
+      cells[method, r["label"]] = f"{100 * mean:.2f} ± {100 * std:.2f}" + ("" if ok.all() else f" ({(~ok).sum()} div.)")
       writer.writerow([method, r["task"], str(r["workdir"]), f"{100 * mean:.4f}", f"{100 * std:.4f}", int(ok.sum()),
-                       np.flatnonzero(~ok).tolist(), r["config"]["num_epochs"], f"{data['wall_seconds']:.0f}"])
-      walls[method, r["task"]] = data["wall_seconds"]
-  head = "| method | " + " | ".join(f"{t} (ours) | {t} (paper) | {t} wall time" for t in task_names) + " |"
-  lines = [head, "|---|" + "---|---|---|" * len(task_names)]
+                       np.flatnonzero(~ok).tolist(), r["config"]["num_epochs"], f"{data['wall_seconds']:.0f}",
+                       r["config"].get("name", "")])
+      walls[method, r["label"]] = data["wall_seconds"]
+  head = "| method | " + " | ".join(f"{t} (ours) | {t} (paper) | {t} wall time" for t in labels) + " |"
+  lines = [head, "|---|" + "---|---|---|" * len(labels)]
   for method in methods:
-    row = [f"{cells.get((method, t), 'not started')} | {tasks.get(t).paper_table1.get(_paper_name(method), '-')} | "
-           f"{_fmt_hours(walls.get((method, t), math.nan))}" for t in task_names]
+    row = [f"{cells.get((method, r['label']), 'not started')} | "
+           f"{tasks.get(r['task']).paper_table1.get(_paper_name(method), '-')} | "
+           f"{_fmt_hours(walls.get((method, r['label']), math.nan))}" for r in runs]
     lines.append(f"| {method} | " + " | ".join(row) + " |")
   lines += ["", "Mean ± std over seeds of the final test accuracy (%): per-bit recall accuracy for "
-            "Copy-Paste, 20-way accuracy for Heidelberg Digits. `readout` trains only the readout of the "
+            "Copy-Paste, 20-way accuracy for Heidelberg Digits (10-way on a 10-class corpus such as the dev variant's). `readout` trains only the readout of the "
             "untrained network (the memory floor; not in the paper). Wall time: the method's training, all "
             "seeds at once, one CPU core unless the run says otherwise. Runs: " +
             ", ".join(f"`{r['workdir']}` ({r['config']['num_epochs']} epochs)" for r in runs) + "."]
   for r in runs:
     by_step = {m: np.mean(np.asarray(d["final"]["test_acc_by_step"])[~np.asarray(d["final"]["diverged"], bool)], 0)
                for m, d in r["methods"].items() if "test_acc_by_step" in d["final"]}
-    lines += recall_by_step_lines(by_step, f"{r['task']}: recall accuracy")
+    lines += recall_by_step_lines(by_step, f"{r['label']}: recall accuracy")
   return "\n".join(lines) + "\n", out.getvalue()
 
 
@@ -178,7 +188,7 @@ def alignment_by_tensor(runs: list[dict]) -> str:
         rows = [r for r in data["alignment"] if r["epoch"] == epoch]
         cells = [f"{np.mean([r[f'cos_{t}'] for r in rows]):.4f} ({np.min([r[f'cos_{t}'] for r in rows]):.4f})"
                  for t in tensors]
-        lines.append(f"| {run['task']} | {method} | {epoch} | " + " | ".join(cells) + " |")
+        lines.append(f"| {run['label']} | {method} | {epoch} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n\nMean over seeds (minimum in brackets) of the cosine between the method's " \
       "gradient and BPTT's on each seed's fixed probe batch, at the start of the epoch.\n"
 
@@ -202,7 +212,7 @@ def figure1(runs: list[dict], path: pathlib.Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("1 − cos(grad, BPTT grad), floor 1e-9")
-    ax.set_title(f"{run['task']} ({run['config']['num_epochs']} epochs)")
+    ax.set_title(f"{run['label']} ({run['config']['num_epochs']} epochs)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
   fig.tight_layout()
@@ -225,7 +235,7 @@ def main():
   for run in runs:
     for method, by_epoch in alignment_summary(run).items():
       for epoch, (mean, sem, n) in by_epoch.items():
-        lines.append(f"| {run['task']} | {method} | {epoch} | {mean:.6f} | {sem:.1e} | {n} |")
+        lines.append(f"| {run['label']} | {method} | {epoch} | {mean:.6f} | {sem:.1e} | {n} |")
   checkpoints.atomic_write_text(args.out / "figure1.md", "| task | method | epoch | cos mean | s.e.m. | seeds |\n"
                                 "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
   checkpoints.atomic_write_text(args.out / "alignment_by_tensor.md", alignment_by_tensor(runs))

@@ -122,6 +122,12 @@ class RunExperimentTest(_TempDirs):
       report.merge_runs([report.load_run(first), report.load_run(other)])
     with self.assertRaisesRegex(ValueError, "appear in both"):
       report.merge_runs([report.load_run(first), report.load_run(first)])
+    # Another config of the same task (a variant) gets its own column, named after the config.
+    variant = report.load_run(first)
+    variant["config"]["name"], variant["config"]["model"]["dt"] = "copy_paste_variant", 0.25
+    columns = report.merge_runs([report.load_run(first), report.load_run(second), variant])
+    self.assertEqual([r["label"] for r in columns], ["copy_paste_quick", "copy_paste_variant"])
+    self.assertIn("| copy_paste_quick (ours) | copy_paste_quick (paper) |", report.table1(columns)[0])
     # A method without final.json (still training) shows its newest epoch, not a blank.
     (second / "readout" / "final.json").unlink()
     markdown, _ = report.table1(report.merge_runs([report.load_run(first), report.load_run(second)]))
