@@ -128,7 +128,8 @@ def table1(runs: list[dict]) -> tuple[str, str]:
     for method, data in r["methods"].items():
       ok = ~np.asarray(data["final"]["diverged"], bool)
       mean, std = mean_std(np.asarray(data["final"][_primary(r["task"])])[ok])
-      cells[method, r["label"]] = f"{100 * mean:.2f} ± {100 * std:.2f}" + ("" if ok.all() else f" ({(~ok).sum()} div.)")
+      cells[method, r["label"]] = (f"{100 * mean:.2f} ± {100 * std:.2f}"
+                                   + ("" if ok.all() else f" ({(~ok).sum()} div.)"))
       writer.writerow([method, r["task"], str(r["workdir"]), f"{100 * mean:.4f}", f"{100 * std:.4f}", int(ok.sum()),
                        np.flatnonzero(~ok).tolist(), r["config"]["num_epochs"], f"{data['wall_seconds']:.0f}",
                        r["config"].get("name", "")])
@@ -141,7 +142,8 @@ def table1(runs: list[dict]) -> tuple[str, str]:
            f"{_fmt_hours(walls.get((method, r['label']), math.nan))}" for r in runs]
     lines.append(f"| {method} | " + " | ".join(row) + " |")
   lines += ["", "Mean ± std over seeds of the final test accuracy (%): per-bit recall accuracy for "
-            "Copy-Paste, 20-way accuracy for Heidelberg Digits (10-way on a 10-class corpus such as the dev variant's). `readout` trains only the readout of the "
+            "Copy-Paste, 20-way accuracy for Heidelberg Digits (10-way on a 10-class corpus such as the dev "
+            "variant's). `readout` trains only the readout of the "
             "untrained network (the memory floor; not in the paper). Wall time: the method's training, all "
             "seeds at once, one CPU core unless the run says otherwise. Runs: " +
             ", ".join(f"`{r['workdir']}` ({r['config']['num_epochs']} epochs)" for r in runs) + "."]
