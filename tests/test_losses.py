@@ -78,7 +78,7 @@ class TaskPoolingTest(absltest.TestCase):
     return HeidelbergDigits({"train": split(8), "test": split(4)}, batch_size=4, probe_size=4, n_out=3,
                             pooling=pooling)
 
-  def test_the_task_trains_and_scores_on_the_pooling_it_is_given(self):
+  def test_the_task_scores_and_names_its_loss_by_its_pooling(self):
     ys = jax.random.normal(jax.random.key(1), (4, 6, 3))
     labels, mask = jnp.array([0, 1, 2, 0]), jnp.ones((4, 6)).at[0, 3:].set(0.0)
     for pooling in losses.POOLINGS:
