@@ -21,7 +21,7 @@ import numpy as np
 from experiments import checkpoints
 from experiments.summary import mean_std
 from experiments.tasks import build_task
-from experiments.trainer import MethodTrainer
+from experiments.trainer import MethodTrainer, seed_keys
 from experiments.workdir import git_revision, with_added_fields
 
 
@@ -46,8 +46,7 @@ def evaluate_by_speaker(workdir: pathlib.Path) -> list[dict]:
     if not (directory / "final.json").exists():
       continue
     trainer = MethodTrainer(config, task, method, dtype)
-    init_keys = jax.vmap(lambda k: jax.random.split(k, 4)[0])(
-        jax.random.split(jax.random.key(config.seed), config.num_seeds))
+    init_keys = seed_keys(config.seed, config.num_seeds)[0]
     epoch, state = checkpoints.restore_latest(directory, trainer.init(init_keys))
     if epoch != config.num_epochs:
       raise ValueError(f"{directory}: newest checkpoint is epoch {epoch}, the run has {config.num_epochs}")

@@ -95,8 +95,7 @@ def _init_params(config: dict, num_seeds: int) -> dict:
   cfg = ml_collections.ConfigDict(overlay(json.loads(module.get_config().to_json_best_effort()), config))
   task = build_task(cfg, np.float32)
   trainer = train.MethodTrainer(cfg, task, config["methods"][0], np.float32)
-  seed_keys = jax.random.split(jax.random.key(cfg.seed), num_seeds)
-  init_keys = jax.vmap(lambda k: jax.random.split(k, 4))(seed_keys)[:, 0]
+  init_keys = train.seed_keys(cfg.seed, num_seeds)[0]
   return jax.tree.map(np.asarray, trainer.init(init_keys)["params"])
 
 

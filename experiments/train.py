@@ -37,7 +37,7 @@ from experiments.progress import Interrupted, Progress, StopFlag  # noqa: F401
 from experiments.sharding import seed_mesh, shard_seeds
 from experiments.summary import best_on_validation, results_markdown, summarize
 from experiments.tasks import build_task
-from experiments.trainer import MethodTrainer, method_options, model_config  # noqa: F401
+from experiments.trainer import MethodTrainer, method_options, model_config, seed_keys  # noqa: F401
 from experiments.workdir import ADDED_FIELDS, git_revision, prepare_workdir  # noqa: F401
 
 
@@ -61,9 +61,7 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
   """Trains one method over all seeds (resuming if possible); returns its final per-seed metrics."""
   directory.mkdir(parents=True, exist_ok=True)
   trainer = MethodTrainer(config, task, method, dtype)
-  seed_keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
-  per_seed = jax.vmap(lambda k: jax.random.split(k, 4))(seed_keys)  # (num_seeds, 4) keys
-  init_keys, data_keys, test_keys, probe_keys = (per_seed[:, i] for i in range(4))
+  init_keys, data_keys, test_keys, probe_keys = seed_keys(config.seed, config.num_seeds)
   test_sets = jax.vmap(task.test_set)(test_keys)
   val_sets = jax.vmap(task.validation_set)(test_keys) if task.validation_set(test_keys[0]) is not None else None
   probes = jax.vmap(task.probe_batch)(probe_keys)

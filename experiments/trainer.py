@@ -28,6 +28,16 @@ def method_options(config, method: str) -> dict:
                               model_config(config))
 
 
+def seed_keys(seed: int, num_seeds: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Each seed's ``(init, data, test, probe)`` keys, each ``(num_seeds,)``, from the root ``seed``.
+
+  The one derivation every run uses, so that a tool that rebuilds a run's initial state (to
+  restore its checkpoints) gets the same structure.
+  """
+  per_seed = jax.vmap(lambda k: jax.random.split(k, 4))(jax.random.split(jax.random.key(seed), num_seeds))
+  return tuple(per_seed[:, i] for i in range(4))
+
+
 def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 

@@ -79,8 +79,8 @@ def ce_last(ys: Array, targets: Array, mask: Array) -> Array:
   return _ce(pooled_logits(ys, mask, "last"), targets)
 
 
-# Classification losses (integer targets (B,)), by the pooling they apply.
-CLASSIFICATION_LOSSES = {f"ce_{pooling}": pooling for pooling in POOLINGS}
+# Classification losses (integer targets (B,)): ``ce_<pooling>``.
+CLASSIFICATION_LOSSES = tuple(f"ce_{pooling}" for pooling in POOLINGS)
 
 
 LOSSES: dict[str, LossFn] = {"mse": mse, "bce": bce, "ce_mean": ce_mean, "ce_max": ce_max, "ce_last": ce_last}
