@@ -61,7 +61,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.method.eps = 1e-3
 
   c.task = ml_collections.ConfigDict({"name": "heidelberg_digits"})
-  # One prediction per utterance from the per-step logits: "mean", "max" or "last" (valid steps only).
+  # One prediction per utterance from the per-step logits: "mean", "max", "last" or "lse" (valid steps only).
   c.task.pooling = "mean"
   c.data = ml_collections.ConfigDict()
   # Official layout (extracted, or a directory holding hd_audio.tar.gz); None = download it.

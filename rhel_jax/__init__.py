@@ -17,7 +17,7 @@ from rhel_jax.hebbian import contrast_terms, hebbian_terms
 from rhel_jax.integrator import EchoResult, ForwardResult, echo_phase, forward_phase, leapfrog_step, make_step
 from rhel_jax.state import State, zero_state
 from rhel_jax.methods import METHODS, Method, Option, register, unregister
-from rhel_jax.losses import LOSSES, bce, ce_last, ce_max, ce_mean, mse, pooled_logits
+from rhel_jax.losses import LOSSES, bce, ce_last, ce_lse, ce_max, ce_mean, mse, pooled_logits
 from rhel_jax.model import (ACTIVATIONS, PARAM_NAMES, ModelConfig, grad_potential, hamiltonian, init_params,
                             potential, readout, spectral_weights, symmetric)
 

@@ -306,7 +306,7 @@ def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, tar
     model: :class:`ModelConfig`.
     inputs: (batch, T, n_in).
     targets: (batch, T, n_out) for ``'mse'``/``'bce'``; integer class ids (batch,) for the
-      classification losses ``'ce_mean'``, ``'ce_max'``, ``'ce_last'``; anything the callable
+      classification losses ``'ce_mean'``, ``'ce_max'``, ``'ce_last'``, ``'ce_lse'``; anything the callable
       accepts otherwise.
     mask: (batch, T) or (T,) weights of the steps (for classification: the valid steps);
       None means all ones.

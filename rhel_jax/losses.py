@@ -34,15 +34,17 @@ def bce(ys: Array, targets: Array, mask: Array) -> Array:
   return jnp.mean(jnp.sum(mask * per_step, -1))
 
 
-POOLINGS = ("mean", "max", "last")
+POOLINGS = ("mean", "max", "last", "lse")
 
 
 def pooled_logits(ys: Array, mask: Array, pooling: str = "mean") -> Array:
   """One logit vector per sequence from the per-step logits, over the valid steps only.
 
   ys: (B, T, n_out); mask: (B, T), > 0 on valid steps (each sequence needs one). ``pooling``:
-  ``'mean'`` (the average), ``'max'`` (each class's largest logit) or ``'last'`` (the last valid
-  step). Returns (B, n_out).
+  ``'mean'`` (the average), ``'max'`` (each class's largest logit), ``'last'`` (the last valid
+  step) or ``'lse'`` (log of the mean of exp: a smooth max, between the mean and the max, whose
+  gradient reaches every step in proportion to its softmax weight rather than one step per
+  class). Returns (B, n_out).
   """
   valid = mask > 0
   if pooling == "mean":
@@ -53,6 +55,9 @@ def pooled_logits(ys: Array, mask: Array, pooling: str = "mean") -> Array:
     steps = ys.shape[1]
     last = steps - 1 - jnp.argmax(valid[:, ::-1], 1)  # index of the last valid step
     return jnp.take_along_axis(ys, last[:, None, None], 1)[:, 0]
+  if pooling == "lse":
+    logs = jnp.where(valid[..., None], ys, -jnp.inf)
+    return jax.nn.logsumexp(logs, 1) - jnp.log(jnp.sum(valid, 1))[:, None]
   raise ValueError(f"pooling: unknown {pooling!r}; choose one of {list(POOLINGS)}")
 
 
@@ -79,11 +84,17 @@ def ce_last(ys: Array, targets: Array, mask: Array) -> Array:
   return _ce(pooled_logits(ys, mask, "last"), targets)
 
 
+def ce_lse(ys: Array, targets: Array, mask: Array) -> Array:
+  """As :func:`ce_mean`, on the log-mean-exp of each class's logits over the valid steps."""
+  return _ce(pooled_logits(ys, mask, "lse"), targets)
+
+
 # Classification losses (integer targets (B,)): ``ce_<pooling>``.
 CLASSIFICATION_LOSSES = tuple(f"ce_{pooling}" for pooling in POOLINGS)
 
 
-LOSSES: dict[str, LossFn] = {"mse": mse, "bce": bce, "ce_mean": ce_mean, "ce_max": ce_max, "ce_last": ce_last}
+LOSSES: dict[str, LossFn] = {"mse": mse, "bce": bce, "ce_mean": ce_mean, "ce_max": ce_max, "ce_last": ce_last,
+                           "ce_lse": ce_lse}
 
 
 def resolve_loss(loss: Union[str, LossFn]) -> LossFn:

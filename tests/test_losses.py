@@ -21,6 +21,8 @@ def _reference_pool(ys, mask, pooling):
       out.append((m[m > 0, None] * valid).sum(0) / m.sum())
     elif pooling == "max":
       out.append(valid.max(0))
+    elif pooling == "lse":
+      out.append(np.log(np.mean(np.exp(valid.astype(np.float64)), 0)))
     else:
       out.append(valid[-1])
   return np.stack(out)
@@ -43,8 +45,16 @@ class PooledLogitsTest(parameterized.TestCase):
   def test_max_and_last_ignore_padded_steps(self):
     ys = jnp.zeros((1, 4, 2)).at[0, 3].set(100.0)  # a huge logit on the padded step only
     mask = jnp.array([[1.0, 1.0, 1.0, 0.0]])
-    for pooling in ("max", "last"):
+    for pooling in ("max", "last", "lse"):
       np.testing.assert_array_equal(losses.pooled_logits(ys, mask, pooling), jnp.zeros((1, 2)))
+
+  def test_lse_lies_between_the_mean_and_the_max(self):
+    ys = 30.0 * jax.random.normal(jax.random.key(2), (4, 7, 3))  # large logits: no overflow either
+    mask = jnp.ones((4, 7)).at[:, 5:].set(0.0)
+    lse = losses.pooled_logits(ys, mask, "lse")
+    self.assertTrue(np.all(np.isfinite(lse)))
+    self.assertTrue(np.all(lse >= losses.pooled_logits(ys, mask, "mean") - 1e-4))
+    self.assertTrue(np.all(lse <= losses.pooled_logits(ys, mask, "max") + 1e-4))
 
   def test_unknown_pooling_is_refused(self):
     with self.assertRaisesRegex(ValueError, "pooling: unknown 'median'"):
@@ -53,7 +63,7 @@ class PooledLogitsTest(parameterized.TestCase):
 
 class RhelThroughPoolingTest(parameterized.TestCase):
 
-  @parameterized.parameters("ce_max", "ce_last")
+  @parameterized.parameters("ce_max", "ce_last", "ce_lse")
   def test_centered_equals_bptt_in_float64(self, loss):
     params, model, inputs, targets, mask = make_problem(loss)
     loss_ref, ref = rhel_jax.gradient("bptt", params, model, inputs, targets, mask, loss=loss)
