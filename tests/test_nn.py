@@ -100,16 +100,16 @@ class StackMatchesBpttTest(parameterized.TestCase):
     self.assertLess(residual_size(50), 50 * 4 * WIDTH)
 
 
-class TransformationsTest(chex.TestCase):
+class TransformationsTest(absltest.TestCase):
 
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_jit_and_no_jit_agree(self):
+  def test_jit_agrees_with_eager(self):
+    # (A chex.variants pair would add an eager-against-eager variant that cannot fail.)
     graphdef, state = nnx.split(Stack("rhel_centered", 1e-5))
     x, y = _data(30)
-    grad = self.variant(jax.grad(_loss_fn(graphdef)))
+    grad = jax.grad(_loss_fn(graphdef))
     # Fused (jit) and eager arithmetic round differently and the echo divides that by eps = 1e-5,
     # so compare each tensor as a whole (relative to its norm), not element by element.
-    got, want = _leaves(grad(state, x, y)), _leaves(jax.grad(_loss_fn(graphdef))(state, x, y))
+    got, want = _leaves(jax.jit(grad)(state, x, y)), _leaves(grad(state, x, y))
     self.assertEqual(got.keys(), want.keys())
     for name in want:
       self.assertLess(rel_error(got[name], want[name]), 1e-7, name)
