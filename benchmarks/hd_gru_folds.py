@@ -1,0 +1,108 @@
+"""A GRU reference on the HD dev corpus's leave-one-speaker-out folds, with the dev recipe.
+
+    RHEL_JAX_SHARED=/path/to/shared python -m benchmarks.hd_gru_folds --out docs/results/hd_gru_folds
+
+Is the folds' plateau (about 54 % for every setting tried) a limit of the Hamiltonian network or
+of the data and recipe? This trains a standard gated RNN, flax's ``nnx.GRUCell`` (N hidden units,
+then a linear readout at every step), through exactly the dev variant's pipeline: the same features
+(log-mels + deltas, standardised on the fold's training speakers), the same batches and on-the-fly
+augmentation (``HeidelbergDigits.train_batch``), the same max-pooled cross-entropy, optimizer,
+schedule, epochs and seeds (root 1000, as the fold probes). Only the recurrent network differs.
+Each fold holds one training speaker out (the test speaker 03 is never read). Writes
+``gru_folds.md`` (final validation accuracy per fold and seed, and the folds' mean) and
+``gru_folds.jsonl``.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments import checkpoints, heidelberg_digits, optim, trainer
+from experiments.tasks.heidelberg_digits import HeidelbergDigits
+from experiments.workdir import git_revision
+from rhel_jax import losses
+
+
+class GRUClassifier(nnx.Module):
+  """inputs (B, T, n_in) -> per-step logits (B, T, n_out): a GRU layer, then a linear readout."""
+
+  def __init__(self, n_in: int, hidden: int, n_out: int, *, rngs: nnx.Rngs):
+    self.cell = nnx.GRUCell(n_in, hidden, rngs=rngs)
+    self.out = nnx.Linear(hidden, n_out, rngs=rngs)
+    self.hidden = hidden
+
+  def __call__(self, x):
+    def step(h, x_t):
+      return self.cell(h, x_t)  # (new carry, output) = (h', h')
+    h0 = jnp.zeros((x.shape[0], self.hidden), x.dtype)
+    _, hs = jax.lax.scan(step, h0, jnp.swapaxes(x, 0, 1))
+    return self.out(jnp.swapaxes(hs, 0, 1))
+
+
+def train_fold(config, speaker: int, hidden: int, num_seeds: int, seed: int) -> list[float]:
+  """Final validation accuracy of each seed on held-out training speaker ``speaker``."""
+  config = config.copy_and_resolve_references()
+  config.data.validation_speaker, config.data.eval_split = speaker, "validation"
+  task = HeidelbergDigits.from_config(config, jnp.float32)
+  total = config.num_epochs * task.steps_per_epoch
+  tx = optim.make_optimizer(config.train, total)
+  init_keys, data_keys, _, _ = trainer.seed_keys(seed, num_seeds)
+  accs = []
+  for s in range(num_seeds):
+    model = GRUClassifier(task.n_in, hidden, task.n_out,
+                          rngs=nnx.Rngs(int(jax.random.randint(init_keys[s], (), 0, 2**31 - 1))))
+    graphdef, params = nnx.split(model)
+    apply = lambda p, x: nnx.merge(graphdef, p)(x)
+    loss_fn = lambda p, x, y, m: losses.LOSSES[task.loss](apply(p, x), y, m)
+
+    @jax.jit
+    def step(p, opt_state, i, data_key=data_keys[s]):
+      x, y, m = task.train_batch(task.train_data(), data_key, i)
+      grads = jax.grad(loss_fn)(p, x, y, m)
+      updates, opt_state = tx.update(grads, opt_state, p)
+      return jax.tree.map(lambda a, b: a + b, p, updates), opt_state
+
+    opt_state = tx.init(params)
+    for i in range(total):
+      params, opt_state = step(params, opt_state, i)
+    x, y, m = task.test_set(None)
+    metrics = jax.jit(lambda p: task.metrics(apply(p, x), y, m))(params)
+    accs.append(float(metrics["accuracy"]))
+    print(f"speaker {speaker} seed {s}: {100 * accs[-1]:.2f} %", flush=True)
+  return accs
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", type=pathlib.Path, required=True)
+  parser.add_argument("--hidden", type=int, default=128)
+  parser.add_argument("--num_seeds", type=int, default=3)
+  parser.add_argument("--seed", type=int, default=1000)
+  parser.add_argument("--folds", default="0,1,2", help="training speakers to hold out, one fold each")
+  args = parser.parse_args()
+  if heidelberg_digits.dev_corpus_dir() is None:
+    raise SystemExit(f"set {heidelberg_digits.SHARED_ENV} to the shared folder that holds data/fsdd_dev")
+  config = heidelberg_digits.get_config("dev")
+  rows = []
+  for speaker in (int(k) for k in args.folds.split(",")):
+    for s, acc in enumerate(train_fold(config, speaker, args.hidden, args.num_seeds, args.seed)):
+      rows.append({"validation_speaker": speaker, "seed": s, "accuracy": acc, "hidden": args.hidden})
+  speakers = sorted({r["validation_speaker"] for r in rows})
+  per_fold = {k: [r["accuracy"] for r in rows if r["validation_speaker"] == k] for k in speakers}
+  lines = [f"GRU ({args.hidden} units) through the dev recipe, leave-one-speaker-out over the dev corpus's "
+           f"training speakers, {args.num_seeds} seeds of root {args.seed}, final epoch "
+           f"(revision `{git_revision()}`):", "",
+           "| " + " | ".join(f"speaker {k:02d}" for k in speakers) + " | mean |",
+           "|" + "---|" * (len(speakers) + 1),
+           "| " + " | ".join(f"{100 * np.mean(a):.2f} ± {100 * np.std(a):.2f}" for a in per_fold.values())
+           + f" | {100 * np.mean([np.mean(a) for a in per_fold.values()]):.2f} |"]
+  print(checkpoints.write_report(args.out, "gru_folds", lines, rows))
+
+
+if __name__ == "__main__":
+  main()
