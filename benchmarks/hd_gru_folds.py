@@ -51,9 +51,11 @@ class GRUClassifier(nnx.Module):
     return self.out(jnp.swapaxes(hs, 0, 1))
 
 
-def train_fold(config, speaker, hidden: int, num_seeds: int, seed: int) -> list[np.ndarray]:
-  """Per seed, whether each evaluated example is classified right ``(n,)``: on held-out training
-  speaker ``speaker``, or on the test split when ``speaker`` is None."""
+def train_fold(config, speaker, hidden: int, num_seeds: int, seed: int
+               ) -> tuple[list[np.ndarray], HeidelbergDigits]:
+  """Trains ``num_seeds`` GRUs; returns, per seed, whether each evaluated example is classified
+  right (bool ``(n,)``), and the task. Evaluated: held-out training speaker ``speaker``, or the
+  test split when ``speaker`` is None."""
   config = config.copy_and_resolve_references()
   if speaker is not None:
     config.data.validation_speaker, config.data.eval_split = speaker, "validation"
