@@ -128,10 +128,14 @@ class AugmentTest(parameterized.TestCase):
     self.assertGreater(zero_rows.sum(), 0)
 
   def test_jit_and_vmap_over_seeds(self):
-    # Training only ever runs it jitted and vmapped over seeds; the other tests run it eagerly
-    # (op by op, ~20 s of dispatch for ALL, so not repeated here).
+    # Training only ever runs it jitted and vmapped over seeds, while the other tests check it
+    # eagerly: the jitted program must compute what they checked.
     x, m = batch()
     fn = jax.jit(lambda k, a, b: aug.augment(k, a, b, ALL))
+    eager = aug.augment(jax.random.key(9), x, m, ALL)
+    jitted = fn(jax.random.key(9), x, m)
+    np.testing.assert_allclose(jitted[0], eager[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(jitted[1], eager[1])
     keys = jax.random.split(jax.random.key(9), 3)
     xs, ms = jnp.stack([x] * 3), jnp.stack([m] * 3)
     vmapped = jax.jit(jax.vmap(lambda k, a, b: aug.augment(k, a, b, ALL)))(keys, xs, ms)
