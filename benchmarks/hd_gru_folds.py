@@ -63,27 +63,28 @@ def train_fold(config, speaker, hidden: int, num_seeds: int, seed: int
   total = config.num_epochs * task.steps_per_epoch
   tx = optim.make_optimizer(config.train, total)
   init_keys, data_keys, _, _ = trainer.seed_keys(seed, num_seeds)
+  init = lambda k: nnx.split(GRUClassifier(task.n_in, hidden, task.n_out,
+                                           rngs=nnx.Rngs(int(jax.random.randint(k, (), 0, 2**31 - 1)))))
+  graphdef = init(init_keys[0])[0]  # the same structure for every seed
+  apply = lambda p, x: nnx.merge(graphdef, p)(x)
+  loss_fn = lambda p, x, y, m: losses.LOSSES[task.loss](apply(p, x), y, m)
+
+  @jax.jit  # compiled once for every seed; the data is an argument, not a baked-in constant
+  def step(p, opt_state, i, data_key, data):
+    x, y, m = task.train_batch(data, data_key, i)
+    grads = jax.grad(loss_fn)(p, x, y, m)
+    updates, opt_state = tx.update(grads, opt_state, p)
+    return jax.tree.map(lambda a, b: a + b, p, updates), opt_state
+
+  x, y, m = task.test_set(None)
+  predict = jax.jit(lambda p: jnp.argmax(losses.pooled_logits(apply(p, x), m, task.pooling), -1))
   accs = []
   for s in range(num_seeds):
-    model = GRUClassifier(task.n_in, hidden, task.n_out,
-                          rngs=nnx.Rngs(int(jax.random.randint(init_keys[s], (), 0, 2**31 - 1))))
-    graphdef, params = nnx.split(model)
-    apply = lambda p, x: nnx.merge(graphdef, p)(x)
-    loss_fn = lambda p, x, y, m: losses.LOSSES[task.loss](apply(p, x), y, m)
-
-    @jax.jit
-    def step(p, opt_state, i, data_key=data_keys[s]):
-      x, y, m = task.train_batch(task.train_data(), data_key, i)
-      grads = jax.grad(loss_fn)(p, x, y, m)
-      updates, opt_state = tx.update(grads, opt_state, p)
-      return jax.tree.map(lambda a, b: a + b, p, updates), opt_state
-
+    params = init(init_keys[s])[1]
     opt_state = tx.init(params)
     for i in range(total):
-      params, opt_state = step(params, opt_state, i)
-    x, y, m = task.test_set(None)
-    logits = jax.jit(lambda p: losses.pooled_logits(apply(p, x), m, task.pooling))(params)
-    accs.append(np.asarray(jnp.argmax(logits, -1) == y))
+      params, opt_state = step(params, opt_state, i, data_keys[s], task.train_data())
+    accs.append(np.asarray(predict(params) == y))
     print(f"speaker {speaker} seed {s}: {100 * accs[-1].mean():.2f} %", flush=True)
   return accs, task
 
