@@ -67,7 +67,7 @@ def train_fold(config, speaker, hidden: int, num_seeds: int, seed: int
                                            rngs=nnx.Rngs(int(jax.random.randint(k, (), 0, 2**31 - 1)))))
   graphdef = init(init_keys[0])[0]  # the same structure for every seed
   apply = lambda p, x: nnx.merge(graphdef, p)(x)
-  loss_fn = lambda p, x, y, m: losses.LOSSES[task.loss](apply(p, x), y, m)
+  loss_fn = lambda p, x, y, m: losses.resolve_loss(task.loss)(apply(p, x), y, m)
 
   @jax.jit  # compiled once for every seed; the data is an argument, not a baked-in constant
   def step(p, opt_state, i, data_key, data):

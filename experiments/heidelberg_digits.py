@@ -63,6 +63,8 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.task = ml_collections.ConfigDict({"name": "heidelberg_digits"})
   # One prediction per utterance from the per-step logits: "mean", "max", "last" or "lse" (valid steps only).
   c.task.pooling = "mean"
+  # Training targets put 1 - label_smoothing on the class, the rest spread evenly (0 = one-hot).
+  c.task.label_smoothing = 0.0
   c.data = ml_collections.ConfigDict()
   # Official layout (extracted, or a directory holding hd_audio.tar.gz); None = download it.
   c.data.manual_dir = config_dict.placeholder(str)

@@ -10,7 +10,7 @@ import rhel_jax
 from experiments.optim import make_optimizer
 from rhel_jax.alignment import alignment_with
 from rhel_jax.integrator import forward_phase
-from rhel_jax.losses import LOSSES
+from rhel_jax.losses import resolve_loss
 from rhel_jax.methods import METHODS
 
 
@@ -50,7 +50,7 @@ class MethodTrainer:
     self.model = model_config(config)
     self.fn = METHODS[method].fn
     self.options = method_options(config, method)
-    self.loss_fn = LOSSES[task.loss]
+    self.loss_fn = resolve_loss(task.loss)
     self.steps_per_epoch = task.steps_per_epoch
     self.optimizer = make_optimizer(config.train, config.num_epochs * self.steps_per_epoch)
     self.init = jax.jit(jax.vmap(self._init))

@@ -97,6 +97,29 @@ LOSSES: dict[str, LossFn] = {"mse": mse, "bce": bce, "ce_mean": ce_mean, "ce_max
                            "ce_lse": ce_lse}
 
 
+def classification_loss(pooling: str = "mean", label_smoothing: float = 0.0) -> LossFn:
+  """The cross-entropy of the ``pooling``-pooled logits (:func:`pooled_logits`) against labels
+  smoothed by ``label_smoothing`` in [0, 1): the target puts ``1 - label_smoothing`` on the class
+  and spreads the rest evenly over all ``n_out`` classes (``optax.smooth_labels``). At 0 this is
+  ``LOSSES[f"ce_{pooling}"]`` itself. Returns ``fn(ys (B, T, n_out), targets (B,), mask (B, T))``.
+  """
+  if pooling not in POOLINGS:
+    raise ValueError(f"pooling: unknown {pooling!r}; choose one of {list(POOLINGS)}")
+  if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+      or not 0.0 <= label_smoothing < 1.0:
+    raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+  if label_smoothing == 0.0:
+    return LOSSES[f"ce_{pooling}"]
+
+  def ce_smoothed(ys: Array, targets: Array, mask: Array) -> Array:
+    logits = pooled_logits(ys, mask, pooling)
+    soft = optax.smooth_labels(jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype), label_smoothing)
+    return jnp.mean(optax.softmax_cross_entropy(logits, soft))
+
+  ce_smoothed.__name__ = f"ce_{pooling}_smoothed_{label_smoothing:g}"
+  return ce_smoothed
+
+
 def resolve_loss(loss: Union[str, LossFn]) -> LossFn:
   if callable(loss):
     return loss

@@ -20,6 +20,7 @@ from absl.testing import absltest
 from data import heidelberg_digits as hd
 from data import hd_loader
 from experiments import hd_data, heidelberg_digits
+from rhel_jax import losses
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -175,7 +176,7 @@ class DevCorpusBuildTest(_Base):
     c.data.augment.noise_std = 0.1
     c.batch_size, c.alignment_batch_size = 4, 4
     task = HeidelbergDigits.from_config(c, jnp.float32)
-    self.assertEqual(task.loss, "ce_max")  # the dev variant's pooling, chosen on the folds
+    self.assertIs(task.loss, losses.ce_max)  # the dev variant's pooling, chosen on the folds
     self.assertEqual((task.n_in, task.n_out), (80, 10))
     self.assertEqual(task.sizes, {"train": 12, "test": 4})  # all three training speakers train
     self.assertIsNone(task.validation_set(None))

@@ -81,25 +81,38 @@ class RhelThroughPoolingTest(parameterized.TestCase):
 
 class TaskPoolingTest(absltest.TestCase):
 
-  def _task(self, pooling):
+  def _task(self, pooling, label_smoothing=0.0):
     rng = np.random.default_rng(0)
     split = lambda n: HDArrays(rng.normal(size=(n, 6, 4)).astype(np.float32), np.ones((n, 6), np.float32),
                                rng.integers(0, 3, n).astype(np.int32), np.zeros(n, np.int32))
     return HeidelbergDigits({"train": split(8), "test": split(4)}, batch_size=4, probe_size=4, n_out=3,
-                            pooling=pooling)
+                            pooling=pooling, label_smoothing=label_smoothing)
 
   def test_the_task_scores_and_names_its_loss_by_its_pooling(self):
     ys = jax.random.normal(jax.random.key(1), (4, 6, 3))
     labels, mask = jnp.array([0, 1, 2, 0]), jnp.ones((4, 6)).at[0, 3:].set(0.0)
     for pooling in losses.POOLINGS:
       task = self._task(pooling)
-      self.assertEqual(task.loss, f"ce_{pooling}")
+      self.assertIs(task.loss, losses.LOSSES[f"ce_{pooling}"])
       metrics = task.metrics(ys, labels, mask)
       logits = _reference_pool(ys, mask, pooling)
       self.assertAlmostEqual(float(metrics["accuracy"]), float(np.mean(logits.argmax(-1) == labels)))
-      np.testing.assert_allclose(metrics["loss"], losses.LOSSES[task.loss](ys, labels, mask), rtol=1e-6)
+      np.testing.assert_allclose(metrics["loss"], task.loss(ys, labels, mask), rtol=1e-6)
     with self.assertRaisesRegex(ValueError, "config.task.pooling: unknown 'median'"):
       self._task("median")
+
+  def test_label_smoothing_trains_on_smoothed_targets_and_reports_the_plain_loss(self):
+    ys = jax.random.normal(jax.random.key(2), (4, 6, 3))
+    labels, mask = jnp.array([0, 1, 2, 0]), jnp.ones((4, 6)).at[1, 2:].set(0.0)
+    task = self._task("max", label_smoothing=0.3)
+    log_p = jax.nn.log_softmax(_reference_pool(ys, mask, "max"))
+    # target: 0.7 on the class plus 0.3 spread evenly over the 3 classes
+    want = -np.mean(0.7 * log_p[np.arange(4), labels] + 0.3 * np.mean(log_p, -1))
+    np.testing.assert_allclose(task.loss(ys, labels, mask), want, rtol=1e-6)
+    np.testing.assert_allclose(task.metrics(ys, labels, mask)["loss"], losses.ce_max(ys, labels, mask), rtol=1e-6)
+    for bad in (-0.1, 1.0, True, float("nan")):
+      with self.assertRaisesRegex(ValueError, "label_smoothing must be a number in"):
+        losses.classification_loss("max", bad)
 
 
 if __name__ == "__main__":

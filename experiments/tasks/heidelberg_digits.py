@@ -21,7 +21,7 @@ class HeidelbergDigits(Task):
   official test split.
   """
   name = "heidelberg_digits"
-  loss = "ce_mean"  # per instance: f"ce_{pooling}"
+  loss = "ce_mean"  # per instance: ce_<pooling>, with label smoothing if asked
   primary_metric = "accuracy"
   summary_metrics = ("accuracy",)
   fraction_metrics = ("accuracy",)
@@ -34,7 +34,7 @@ class HeidelbergDigits(Task):
     return cls(arrays, batch_size=config.batch_size, probe_size=config.alignment_batch_size,
                steps_per_epoch=config.steps_per_epoch, n_out=hd_data.num_classes(config.data, arrays),
                eval_split=hd_data.eval_split(config.data), augment=hd_augment.from_config(config.data),
-               pooling=config.task.pooling, dtype=dtype)
+               pooling=config.task.pooling, label_smoothing=config.task.label_smoothing, dtype=dtype)
 
   @classmethod
   def validate_config(cls, config: ml_collections.ConfigDict) -> None:
@@ -47,22 +47,27 @@ class HeidelbergDigits(Task):
     check.float_field(config, "data.win_ms")
     check.float_field(config, "data.hop_ms")
     check.choice_field(config, "task.pooling", losses.POOLINGS)
+    check.float_field(config, "task.label_smoothing", nonnegative=True)
+    if config.task.label_smoothing >= 1:
+      raise ValueError(f"config.task.label_smoothing must be < 1, got {config.task.label_smoothing!r}")
     from experiments import hd_data
     hd_data.validate(config.data)  # the feature, stand-in and augmentation fields
 
   def __init__(self, arrays, *, batch_size: int, probe_size: int, steps_per_epoch: int = 0, n_out: int = 20,
                eval_split: str = "test", augment: hd_augment.AugmentConfig = hd_augment.AugmentConfig(),
-               pooling: str = "mean", dtype=jnp.float32):
+               pooling: str = "mean", label_smoothing: float = 0.0, dtype=jnp.float32):
     """``arrays``: {'train', 'test', ...} of ``hd_loader.HDArrays`` (inputs, labels, mask).
 
     ``eval_split``: the split evaluated as the test set ('validation' for probes, which must never
     read the test speakers). ``augment``: on-the-fly augmentation of training batches (off by default).
     ``pooling``: how the per-step logits become one prediction (``rhel_jax.losses.pooled_logits``);
-    training uses the matching loss ``ce_<pooling>``.
+    training uses the matching loss ``ce_<pooling>``, on labels smoothed by ``label_smoothing``
+    (``rhel_jax.losses.classification_loss``); the reported loss is the plain ``ce_<pooling>``.
     """
     if pooling not in losses.POOLINGS:
       raise ValueError(f"config.task.pooling: unknown {pooling!r}; choose one of {list(losses.POOLINGS)}")
-    self.pooling, self.loss = pooling, f"ce_{pooling}"
+    self.pooling = pooling
+    self.loss = losses.classification_loss(pooling, label_smoothing)  # what training minimises
     self.n_in, self.n_out = arrays["train"].inputs.shape[2], n_out
     self.dtype = dtype
     self.augment = augment
@@ -111,4 +116,4 @@ class HeidelbergDigits(Task):
   def metrics(self, ys, labels, mask):
     logits = losses.pooled_logits(ys, mask, self.pooling)
     return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-            "loss": losses.LOSSES[self.loss](ys, labels, mask)}
+            "loss": losses.LOSSES[f"ce_{self.pooling}"](ys, labels, mask)}
