@@ -12,6 +12,11 @@ Each fold holds one training speaker out (the test speaker 03 is never read). Wr
 ``gru_folds.md`` (final validation accuracy per fold, mean ± std over seeds, and the folds' mean)
 and ``gru_folds.jsonl`` (one row per fold and seed).
 
+``--network hamiltonian``: this paper's network instead, as a stack of ``rhel_jax.nn.HamiltonianRNN``
+layers (``--hidden 64,64``: two layers of 64 units; the config's ``model`` settings), trained by BPTT
+with the same linear readout: does depth help the Hamiltonian network where the trainer's one-layer
+model plateaus? Writes ``hamiltonian_folds.md`` / ``.jsonl``.
+
 ``--protocol``: the dev protocol itself instead (all three training speakers train, 5 seeds of root
 0 as ``experiments.main``), scored on the test split and on its held-out speaker 03 alone, as the
 Hamiltonian network's protocol is in docs/results.md: a reference point, not a choice.
@@ -33,6 +38,7 @@ from experiments import checkpoints, heidelberg_digits, optim, trainer
 from experiments.tasks.heidelberg_digits import HeidelbergDigits
 from experiments.workdir import git_revision
 from rhel_jax import losses
+from rhel_jax.nn import HamiltonianRNN
 
 
 class GRUClassifier(nnx.Module):
@@ -51,11 +57,37 @@ class GRUClassifier(nnx.Module):
     return self.out(jnp.swapaxes(hs, 0, 1))
 
 
-def train_fold(config, speaker, hidden: int, num_seeds: int, seed: int
+class HamiltonianClassifier(nnx.Module):
+  """inputs (B, T, n_in) -> per-step logits (B, T, n_out): stacked Hamiltonian layers (BPTT), each
+  feeding its ``rho(phi)`` to the next, then a linear readout."""
+
+  def __init__(self, n_in: int, widths: tuple[int, ...], n_out: int, model, *, rngs: nnx.Rngs):
+    sizes = (n_in,) + tuple(widths)
+    self.layers = nnx.List([
+        HamiltonianRNN(a, b, method="bptt", alpha=model.alpha, beta=model.beta, dt=model.dt, rho=model.rho,
+                       w_scale=model.w_scale, in_scale=model.in_scale, b_scale=model.b_scale, rngs=rngs)
+        for a, b in zip(sizes[:-1], sizes[1:])])
+    self.out = nnx.Linear(sizes[-1], n_out, rngs=rngs)
+
+  def __call__(self, x):
+    for layer in self.layers:
+      x = layer(x)
+    return self.out(x)
+
+
+def make_network(network: str, n_in: int, widths: tuple[int, ...], n_out: int, config, rngs: nnx.Rngs):
+  if network == "gru":
+    if len(widths) != 1:
+      raise ValueError(f"--network gru takes one layer width, got --hidden {','.join(map(str, widths))}")
+    return GRUClassifier(n_in, widths[0], n_out, rngs=rngs)
+  return HamiltonianClassifier(n_in, widths, n_out, config.model, rngs=rngs)
+
+
+def train_fold(config, speaker, hidden: tuple[int, ...], num_seeds: int, seed: int, network: str = "gru"
                ) -> tuple[list[np.ndarray], HeidelbergDigits]:
-  """Trains ``num_seeds`` GRUs; returns, per seed, whether each evaluated example is classified
-  right (bool ``(n,)``), and the task. Evaluated: held-out training speaker ``speaker``, or the
-  test split when ``speaker`` is None."""
+  """Trains ``num_seeds`` networks (``network``: 'gru' or 'hamiltonian', layer widths ``hidden``);
+  returns, per seed, whether each evaluated example is classified right (bool ``(n,)``), and the task.
+  Evaluated: held-out training speaker ``speaker``, or the test split when ``speaker`` is None."""
   config = config.copy_and_resolve_references()
   if speaker is not None:
     config.data.validation_speaker, config.data.eval_split = speaker, "validation"
@@ -63,8 +95,8 @@ def train_fold(config, speaker, hidden: int, num_seeds: int, seed: int
   total = config.num_epochs * task.steps_per_epoch
   tx = optim.make_optimizer(config.train, total)
   init_keys, data_keys, _, _ = trainer.seed_keys(seed, num_seeds)
-  init = lambda k: nnx.split(GRUClassifier(task.n_in, hidden, task.n_out,
-                                           rngs=nnx.Rngs(int(jax.random.randint(k, (), 0, 2**31 - 1)))))
+  init = lambda k: nnx.split(make_network(network, task.n_in, hidden, task.n_out, config,
+                                          nnx.Rngs(int(jax.random.randint(k, (), 0, 2**31 - 1)))))
   graphdef = init(init_keys[0])[0]  # the same structure for every seed
   apply = lambda p, x: nnx.merge(graphdef, p)(x)
   loss_fn = lambda p, x, y, m: losses.resolve_loss(task.loss)(apply(p, x), y, m)
@@ -92,7 +124,8 @@ def train_fold(config, speaker, hidden: int, num_seeds: int, seed: int
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", type=pathlib.Path, required=True)
-  parser.add_argument("--hidden", type=int, default=128)
+  parser.add_argument("--network", choices=("gru", "hamiltonian"), default="gru")
+  parser.add_argument("--hidden", default="128", help="layer widths, comma-separated (a stack: hamiltonian only)")
   parser.add_argument("--num_seeds", type=int, default=3)
   parser.add_argument("--seed", type=int, default=1000)
   parser.add_argument("--folds", default="0,1,2", help="training speakers to hold out, one fold each")
@@ -101,24 +134,34 @@ def main():
   if heidelberg_digits.dev_corpus_dir() is None:
     raise SystemExit(f"set {heidelberg_digits.SHARED_ENV} to the shared folder that holds data/fsdd_dev")
   config = heidelberg_digits.get_config("dev")
-  head = (f"GRU ({args.hidden} units) through the dev recipe, {args.num_seeds} seeds of root {args.seed}, "
-          f"final epoch (revision `{git_revision()}`)")
+  try:
+    widths = tuple(int(w) for w in args.hidden.split(","))
+  except ValueError:
+    raise SystemExit(f"--hidden: comma-separated positive ints, got {args.hidden!r}") from None
+  if not widths or min(widths) < 1:
+    raise SystemExit(f"--hidden: comma-separated positive ints, got {args.hidden!r}")
+  if args.network == "gru" and len(widths) != 1:
+    raise SystemExit(f"--network gru takes one layer width, got --hidden {args.hidden}")
+  tag = {"network": args.network, "hidden": widths[0] if len(widths) == 1 else list(widths)}
+  name = {"gru": "GRU", "hamiltonian": "Hamiltonian network (BPTT)"}[args.network]
+  head = (f"{name} ({' + '.join(map(str, widths))} units) through the dev recipe, {args.num_seeds} seeds of root "
+          f"{args.seed}, final epoch (revision `{git_revision()}`)")
   rows = []
   if args.protocol:
-    correct, task = train_fold(config, None, args.hidden, args.num_seeds, args.seed)
+    correct, task = train_fold(config, None, widths, args.num_seeds, args.seed, args.network)
     held_out = task.speakers["test"] == 3
     for s, c in enumerate(correct):
       rows.append({"seed": s, "test_accuracy": float(c.mean()), "speaker_03_accuracy": float(c[held_out].mean()),
-                   "hidden": args.hidden})
+                   **tag})
     cell = lambda key: f"{100 * np.mean([r[key] for r in rows]):.2f} ± {100 * np.std([r[key] for r in rows]):.2f}"
     lines = [head + ", the dev protocol (speakers 00-02 train):", "",
              f"| speaker 03 (held out) (n={int(held_out.sum())}) | whole test split (n={len(held_out)}) |",
              "|---|---|", f"| {cell('speaker_03_accuracy')} | {cell('test_accuracy')} |"]
-    print(checkpoints.write_report(args.out, "gru_protocol", lines, rows))
+    print(checkpoints.write_report(args.out, f"{args.network}_protocol", lines, rows))
     return
   for speaker in (int(k) for k in args.folds.split(",")):
-    for s, c in enumerate(train_fold(config, speaker, args.hidden, args.num_seeds, args.seed)[0]):
-      rows.append({"validation_speaker": speaker, "seed": s, "accuracy": float(c.mean()), "hidden": args.hidden})
+    for s, c in enumerate(train_fold(config, speaker, widths, args.num_seeds, args.seed, args.network)[0]):
+      rows.append({"validation_speaker": speaker, "seed": s, "accuracy": float(c.mean()), **tag})
   speakers = sorted({r["validation_speaker"] for r in rows})
   per_fold = {k: [r["accuracy"] for r in rows if r["validation_speaker"] == k] for k in speakers}
   lines = [head + ", leave-one-speaker-out over the dev corpus's training speakers:", "",
@@ -126,7 +169,7 @@ def main():
            "|" + "---|" * (len(speakers) + 1),
            "| " + " | ".join(f"{100 * np.mean(a):.2f} ± {100 * np.std(a):.2f}" for a in per_fold.values())
            + f" | {100 * np.mean([np.mean(a) for a in per_fold.values()]):.2f} |"]
-  print(checkpoints.write_report(args.out, "gru_folds", lines, rows))
+  print(checkpoints.write_report(args.out, f"{args.network}_folds", lines, rows))
 
 if __name__ == "__main__":
   main()
