@@ -1,0 +1,66 @@
+"""Utterance length per speaker of the HD dev corpus, with and without silence trimming.
+
+    RHEL_JAX_SHARED=/path/to/shared python -m benchmarks.hd_lengths --trim_db 0,30 --out docs/results/hd_lengths
+
+The Hamiltonian network is conservative: it never forgets, so silence before and after a word
+moves its state as much as speech does. This counts the valid steps (after ``time_downsample``) of
+each utterance of the ``dev`` variant's splits, per speaker, for each ``data.trim_db`` asked for
+(0 = untrimmed), so that the speakers' silence can be compared. Builds (or reads) the TFDS
+features like a run does. Writes ``lengths.md`` and ``lengths.jsonl``.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import numpy as np
+
+from experiments import checkpoints, hd_data, heidelberg_digits
+from experiments.workdir import git_revision
+
+
+def lengths(trim_db: float) -> list[dict]:
+  """One row per (split, speaker): valid steps per utterance (mean, std, max) under ``trim_db``."""
+  config = heidelberg_digits.get_config("dev")
+  config.data.trim_db = trim_db
+  arrays = hd_data.load(config.data)
+  rows = []
+  for split in ("train", "test"):
+    steps, speakers = arrays[split].mask.sum(1), arrays[split].speakers
+    for s in sorted(set(speakers.tolist())):
+      n = steps[speakers == s]
+      rows.append({"trim_db": trim_db, "split": split, "speaker": int(s), "count": int(n.size),
+                   "mean": float(n.mean()), "std": float(n.std()), "max": int(n.max())})
+  return rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", type=pathlib.Path, required=True)
+  parser.add_argument("--trim_db", default="0,30", help="comma-separated data.trim_db values (0 = untrimmed)")
+  args = parser.parse_args()
+  if heidelberg_digits.dev_corpus_dir() is None:
+    raise SystemExit(f"set {heidelberg_digits.SHARED_ENV} to the shared folder that holds data/fsdd_dev")
+  try:
+    trims = [float(t) for t in args.trim_db.split(",")]
+  except ValueError:
+    raise SystemExit(f"--trim_db: comma-separated numbers >= 0, got {args.trim_db!r}") from None
+  if min(trims) < 0:
+    raise SystemExit(f"--trim_db: comma-separated numbers >= 0, got {args.trim_db!r}")
+  rows = [row for t in trims for row in lengths(t)]
+  data = heidelberg_digits.get_config("dev").data
+  speakers = sorted({r["speaker"] for r in rows})
+  lines = [f"Valid steps per utterance ({data.hop_ms * data.time_downsample:g} ms each) of the `dev` variant's "
+           f"splits, per speaker, mean ± std (max) (revision `{git_revision()}`):", "",
+           "| trim_db | split | " + " | ".join(f"speaker {s:02d}" for s in speakers) + " |",
+           "|---|---|" + "---|" * len(speakers)]
+  for t in trims:
+    for split in ("train", "test"):
+      cells = {r["speaker"]: f"{r['mean']:.1f} ± {r['std']:.1f} ({r['max']})"
+               for r in rows if r["trim_db"] == t and r["split"] == split}
+      lines.append(f"| {t:g} | {split} | " + " | ".join(cells.get(s, "-") for s in speakers) + " |")
+  print(checkpoints.write_report(args.out, "lengths", lines, rows))
+
+
+if __name__ == "__main__":
+  main()
