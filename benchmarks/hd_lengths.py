@@ -5,8 +5,9 @@
 The Hamiltonian network is conservative: it never forgets, so silence before and after a word
 moves its state as much as speech does. This counts the valid steps (after ``time_downsample``) of
 each utterance of the ``dev`` variant's splits, per speaker, for each ``data.trim_db`` asked for
-(0 = untrimmed), so that the speakers' silence can be compared. Builds (or reads) the TFDS
-features like a run does. Writes ``lengths.md`` and ``lengths.jsonl``.
+(0 = untrimmed), so that the speakers' silence can be compared, and the input the network gets at
+the first step: the mean over the static log-mel bands (standardised, as the model sees them).
+Builds (or reads) the TFDS features like a run does. Writes ``lengths.md`` and ``lengths.jsonl``.
 """
 from __future__ import annotations
 
@@ -20,17 +21,20 @@ from experiments.workdir import git_revision
 
 
 def lengths(trim_db: float) -> list[dict]:
-  """One row per (split, speaker): valid steps per utterance (mean, std, max) under ``trim_db``."""
+  """One row per (split, speaker): valid steps per utterance (mean, std, max) and the mean static
+  band value at the first step, under ``trim_db``."""
   config = heidelberg_digits.get_config("dev")
   config.data.trim_db = trim_db
   arrays = hd_data.load(config.data)
   rows = []
   for split in ("train", "test"):
     steps, speakers = arrays[split].mask.sum(1), arrays[split].speakers
+    first = arrays[split].inputs[:, 0, :config.data.n_mels].mean(-1)  # (n,): the statics lead each step
     for s in sorted(set(speakers.tolist())):
       n = steps[speakers == s]
       rows.append({"trim_db": trim_db, "split": split, "speaker": int(s), "count": int(n.size),
-                   "mean": float(n.mean()), "std": float(n.std()), "max": int(n.max())})
+                   "mean": float(n.mean()), "std": float(n.std()), "max": int(n.max()),
+                   "first_step_input": float(first[speakers == s].mean())})
   return rows
 
 
@@ -51,12 +55,13 @@ def main():
   data = heidelberg_digits.get_config("dev").data
   speakers = sorted({r["speaker"] for r in rows})
   lines = [f"Valid steps per utterance ({data.hop_ms * data.time_downsample:g} ms each) of the `dev` variant's "
-           f"splits, per speaker, mean ± std (max) (revision `{git_revision()}`):", "",
+           f"splits, per speaker, mean ± std (max); in brackets the mean standardised static band at the first "
+           f"step (revision `{git_revision()}`):", "",
            "| trim_db | split | " + " | ".join(f"speaker {s:02d}" for s in speakers) + " |",
            "|---|---|" + "---|" * len(speakers)]
   for t in trims:
     for split in ("train", "test"):
-      cells = {r["speaker"]: f"{r['mean']:.1f} ± {r['std']:.1f} ({r['max']})"
+      cells = {r["speaker"]: f"{r['mean']:.1f} ± {r['std']:.1f} ({r['max']}) [{r['first_step_input']:+.2f}]"
                for r in rows if r["trim_db"] == t and r["split"] == split}
       lines.append(f"| {t:g} | {split} | " + " | ".join(cells.get(s, "-") for s in speakers) + " |")
   print(checkpoints.write_report(args.out, "lengths", lines, rows))
