@@ -13,7 +13,8 @@ Each fold holds one training speaker out (the test speaker 03 is never read). Wr
 and ``gru_folds.jsonl`` (one row per fold and seed).
 
 ``--network hamiltonian``: this paper's network instead, as a stack of ``rhel_jax.nn.HamiltonianRNN``
-layers (``--hidden 64,64``: two layers of 64 units; the config's ``model`` settings), trained by BPTT
+layers (``--hidden 64,64``: two layers of 64 units; ``alpha``, ``beta``, ``dt``, ``rho`` and the init
+scales from the config's ``model``), trained by BPTT
 with the same linear readout: does depth help the Hamiltonian network where the trainer's one-layer
 model plateaus? Writes ``hamiltonian_folds.md`` / ``.jsonl``.
 

@@ -2,8 +2,9 @@
 
     RHEL_JAX_SHARED=/path/to/shared python -m benchmarks.hd_lengths --trim_db 0,30 --out docs/results/hd_lengths
 
-The Hamiltonian network is conservative: it never forgets, so silence before and after a word
-moves its state as much as speech does. This counts the valid steps (after ``time_downsample``) of
+The Hamiltonian network is conservative: nothing damps it, so the input during the silence before
+a word keeps moving its state, and the state at the word's start depends on how long that lasted.
+This counts the valid steps (after ``time_downsample``) of
 each utterance of the ``dev`` variant's splits, per speaker, for each ``data.trim_db`` asked for
 (0 = untrimmed), so that the speakers' silence can be compared, and the input the network gets at
 the first step: the mean over the static log-mel bands (standardised, as the model sees them).

@@ -71,6 +71,13 @@ class RhelThroughPoolingTest(parameterized.TestCase):
     np.testing.assert_allclose(value, loss_ref, rtol=1e-12)
     assert_tree_rel_close(self, grads, ref, 1e-6, f"rhel_centered/{loss}")
 
+  def test_centered_equals_bptt_through_label_smoothing(self):
+    params, model, inputs, targets, mask = make_problem("ce_max")
+    loss = losses.classification_loss("max", label_smoothing=0.2)
+    _, ref = rhel_jax.gradient("bptt", params, model, inputs, targets, mask, loss=loss)
+    _, grads = rhel_jax.gradient("rhel_centered", params, model, inputs, targets, mask, loss=loss, eps=1e-5)
+    assert_tree_rel_close(self, grads, ref, 1e-6, "rhel_centered/ce_max smoothed")
+
   def test_bad_targets_name_the_loss(self):
     params, model, inputs, targets, mask = make_problem("ce_max")
     with self.assertRaisesRegex(ValueError, "targets: loss 'ce_max' expects integer class ids"):
