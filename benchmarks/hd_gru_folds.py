@@ -20,7 +20,8 @@ model plateaus? Writes ``hamiltonian_folds.md`` / ``.jsonl``.
 
 ``--protocol``: the dev protocol itself instead (all three training speakers train, 5 seeds of root
 0 as ``experiments.main``), scored on the test split and on its held-out speaker 03 alone, as the
-Hamiltonian network's protocol is in docs/results.md: a reference point, not a choice.
+Hamiltonian network's protocol is in docs/results.md: a reference point, not a choice. ``--corpus``
+runs it on another corpus in HD's layout, e.g. one that ``benchmarks.hd_speaker_rotation`` wrote.
 
     RHEL_JAX_SHARED=/path/to/shared python -m benchmarks.hd_gru_folds --protocol --num_seeds 5 --seed 0 \
         --out docs/results/hd_gru_protocol
@@ -131,10 +132,15 @@ def main():
   parser.add_argument("--seed", type=int, default=1000)
   parser.add_argument("--folds", default="0,1,2", help="training speakers to hold out, one fold each")
   parser.add_argument("--protocol", action="store_true", help="train on every training speaker, score the test split")
+  parser.add_argument("--corpus", default=None,
+                      help="another corpus in HD's layout (default: the dev corpus under $RHEL_JAX_SHARED)")
   args = parser.parse_args()
-  if heidelberg_digits.dev_corpus_dir() is None:
-    raise SystemExit(f"set {heidelberg_digits.SHARED_ENV} to the shared folder that holds data/fsdd_dev")
+  if args.corpus is None and heidelberg_digits.dev_corpus_dir() is None:
+    raise SystemExit(f"pass --corpus or set {heidelberg_digits.SHARED_ENV} to the shared folder that holds "
+                     "data/fsdd_dev")
   config = heidelberg_digits.get_config("dev")
+  if args.corpus is not None:
+    config.data.manual_dir = args.corpus
   try:
     widths = tuple(int(w) for w in args.hidden.split(","))
   except ValueError:
@@ -150,14 +156,16 @@ def main():
   rows = []
   if args.protocol:
     correct, task = train_fold(config, None, widths, args.num_seeds, args.seed, args.network)
-    held_out = task.speakers["test"] == 3
+    # The test-only speakers (the dev corpus's 03): those that never train.
+    held_out = ~np.isin(task.speakers["test"], task.speakers["train"])
+    names = ", ".join(f"{k:02d}" for k in sorted(set(task.speakers["test"][held_out].tolist())))
     for s, c in enumerate(correct):
-      rows.append({"seed": s, "test_accuracy": float(c.mean()), "speaker_03_accuracy": float(c[held_out].mean()),
-                   **tag})
+      rows.append({"seed": s, "test_accuracy": float(c.mean()), "held_out_accuracy": float(c[held_out].mean()),
+                   "held_out_speakers": names, **tag})
     cell = lambda key: f"{100 * np.mean([r[key] for r in rows]):.2f} ± {100 * np.std([r[key] for r in rows]):.2f}"
-    lines = [head + ", the dev protocol (speakers 00-02 train):", "",
-             f"| speaker 03 (held out) (n={int(held_out.sum())}) | whole test split (n={len(held_out)}) |",
-             "|---|---|", f"| {cell('speaker_03_accuracy')} | {cell('test_accuracy')} |"]
+    lines = [head + f", the dev protocol on `{config.data.manual_dir}`:", "",
+             f"| speaker {names} (held out) (n={int(held_out.sum())}) | whole test split (n={len(held_out)}) |",
+             "|---|---|", f"| {cell('held_out_accuracy')} | {cell('test_accuracy')} |"]
     print(checkpoints.write_report(args.out, f"{args.network}_protocol", lines, rows))
     return
   for speaker in (int(k) for k in args.folds.split(",")):
