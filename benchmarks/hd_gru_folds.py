@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from benchmarks import hd_cli
 from experiments import checkpoints, heidelberg_digits, optim, trainer
 from experiments.tasks.heidelberg_digits import HeidelbergDigits
 from experiments.workdir import git_revision
@@ -101,7 +102,8 @@ def train_fold(config, speaker, hidden: tuple[int, ...], num_seeds: int, seed: i
                                           nnx.Rngs(int(jax.random.randint(k, (), 0, 2**31 - 1)))))
   graphdef = init(init_keys[0])[0]  # the same structure for every seed
   apply = lambda p, x: nnx.merge(graphdef, p)(x)
-  loss_fn = lambda p, x, y, m: losses.resolve_loss(task.loss)(apply(p, x), y, m)
+  loss = losses.resolve_loss(task.loss)
+  loss_fn = lambda p, x, y, m: loss(apply(p, x), y, m)
 
   @jax.jit  # compiled once for every seed; the data is an argument, not a baked-in constant
   def step(p, opt_state, i, data_key, data):
@@ -127,28 +129,23 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", type=pathlib.Path, required=True)
   parser.add_argument("--network", choices=("gru", "hamiltonian"), default="gru")
-  parser.add_argument("--hidden", default="128", help="layer widths, comma-separated (a stack: hamiltonian only)")
+  parser.add_argument("--hidden", type=hd_cli.comma_list(int, "positive ints"), default=(128,),
+                      help="layer widths, comma-separated (a stack: hamiltonian only)")
   parser.add_argument("--num_seeds", type=int, default=3)
   parser.add_argument("--seed", type=int, default=1000)
-  parser.add_argument("--folds", default="0,1,2", help="training speakers to hold out, one fold each")
+  parser.add_argument("--folds", type=hd_cli.comma_list(int, "speaker numbers"), default=(0, 1, 2),
+                      help="training speakers to hold out, one fold each")
   parser.add_argument("--protocol", action="store_true", help="train on every training speaker, score the test split")
   parser.add_argument("--corpus", default=None,
                       help="another corpus in HD's layout (default: the dev corpus under $RHEL_JAX_SHARED)")
   args = parser.parse_args()
-  if args.corpus is None and heidelberg_digits.dev_corpus_dir() is None:
-    raise SystemExit(f"pass --corpus or set {heidelberg_digits.SHARED_ENV} to the shared folder that holds "
-                     "data/fsdd_dev")
   config = heidelberg_digits.get_config("dev")
-  if args.corpus is not None:
-    config.data.manual_dir = args.corpus
-  try:
-    widths = tuple(int(w) for w in args.hidden.split(","))
-  except ValueError:
-    raise SystemExit(f"--hidden: comma-separated positive ints, got {args.hidden!r}") from None
-  if not widths or min(widths) < 1:
-    raise SystemExit(f"--hidden: comma-separated positive ints, got {args.hidden!r}")
+  config.data.manual_dir = str(hd_cli.dev_corpus(args.corpus, flag="--corpus"))
+  widths = args.hidden
+  if min(widths) < 1:
+    parser.error(f"--hidden: comma-separated positive ints, got {','.join(map(str, widths))!r}")
   if args.network == "gru" and len(widths) != 1:
-    raise SystemExit(f"--network gru takes one layer width, got --hidden {args.hidden}")
+    parser.error(f"--network gru takes one layer width, got --hidden {','.join(map(str, widths))}")
   tag = {"network": args.network, "hidden": widths[0] if len(widths) == 1 else list(widths)}
   name = {"gru": "GRU", "hamiltonian": "Hamiltonian network (BPTT)"}[args.network]
   head = (f"{name} ({' + '.join(map(str, widths))} units) through the dev recipe, {args.num_seeds} seeds of root "
@@ -168,7 +165,7 @@ def main():
              "|---|---|", f"| {cell('held_out_accuracy')} | {cell('test_accuracy')} |"]
     print(checkpoints.write_report(args.out, f"{args.network}_protocol", lines, rows))
     return
-  for speaker in (int(k) for k in args.folds.split(",")):
+  for speaker in args.folds:
     for s, c in enumerate(train_fold(config, speaker, widths, args.num_seeds, args.seed, args.network)[0]):
       rows.append({"validation_speaker": speaker, "seed": s, "accuracy": float(c.mean()), **tag})
   speakers = sorted({r["validation_speaker"] for r in rows})

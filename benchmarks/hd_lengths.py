@@ -17,6 +17,7 @@ import pathlib
 
 import numpy as np
 
+from benchmarks import hd_cli
 from experiments import checkpoints, hd_data, heidelberg_digits
 from experiments.workdir import git_revision
 
@@ -42,16 +43,13 @@ def lengths(trim_db: float) -> list[dict]:
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", type=pathlib.Path, required=True)
-  parser.add_argument("--trim_db", default="0,30", help="comma-separated data.trim_db values (0 = untrimmed)")
+  parser.add_argument("--trim_db", type=hd_cli.comma_list(float, "numbers >= 0"), default=(0.0, 30.0),
+                      help="comma-separated data.trim_db values (0 = untrimmed)")
   args = parser.parse_args()
-  if heidelberg_digits.dev_corpus_dir() is None:
-    raise SystemExit(f"set {heidelberg_digits.SHARED_ENV} to the shared folder that holds data/fsdd_dev")
-  try:
-    trims = [float(t) for t in args.trim_db.split(",")]
-  except ValueError:
-    raise SystemExit(f"--trim_db: comma-separated numbers >= 0, got {args.trim_db!r}") from None
+  hd_cli.dev_corpus()  # exits with a message when there is none
+  trims = args.trim_db
   if min(trims) < 0:
-    raise SystemExit(f"--trim_db: comma-separated numbers >= 0, got {args.trim_db!r}")
+    parser.error(f"--trim_db: comma-separated numbers >= 0, got {','.join(map(str, trims))!r}")
   rows = [row for t in trims for row in lengths(t)]
   data = heidelberg_digits.get_config("dev").data
   speakers = sorted({r["speaker"] for r in rows})

@@ -17,6 +17,7 @@ import pathlib
 
 import numpy as np
 
+from benchmarks import hd_cli
 from data import hd_loader
 from data.heidelberg_digits import build
 from experiments import checkpoints, heidelberg_digits
@@ -49,9 +50,7 @@ def main():
   args = parser.parse_args()
   from sklearn.linear_model import LogisticRegression
   from threadpoolctl import threadpool_limits  # a scikit-learn dependency
-  source = heidelberg_digits.dev_corpus_dir()
-  if source is None:
-    raise SystemExit(f"set {heidelberg_digits.SHARED_ENV} to the shared folder that holds data/fsdd_dev")
+  source = str(hd_cli.dev_corpus())
   data = heidelberg_digits.get_config("dev").data
   base = dict(sample_rate=data.sample_rate, n_mels=data.n_mels, win_ms=data.win_ms, hop_ms=data.hop_ms,
               time_downsample=data.time_downsample, num_validation_speakers=0)

@@ -25,8 +25,9 @@ import sys
 
 import numpy as np
 
+from benchmarks import hd_cli
 from data import heidelberg_digits as hd
-from experiments import checkpoints, heidelberg_digits
+from experiments import checkpoints
 from experiments.workdir import git_revision
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -61,23 +62,16 @@ def train(corpus: pathlib.Path, workdir: pathlib.Path, methods: list[str], num_s
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", type=pathlib.Path, required=True)
-  parser.add_argument("--corpus", type=pathlib.Path, default=None,
+  parser.add_argument("--corpus", default=None,
                       help="a corpus in HD's layout (default: the dev corpus under $RHEL_JAX_SHARED)")
   parser.add_argument("--runs", type=pathlib.Path, default=pathlib.Path("runs/hd_speaker_rotation"))
-  parser.add_argument("--speakers", default="0,1,2,3", help="speakers to hold out, one run each")
+  parser.add_argument("--speakers", type=hd_cli.comma_list(int, "speaker numbers"), default=(0, 1, 2, 3),
+                      help="speakers to hold out, one run each")
   parser.add_argument("--methods", default="bptt")
   parser.add_argument("--num_seeds", type=int, default=5)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
-  corpus = args.corpus or (pathlib.Path(heidelberg_digits.dev_corpus_dir())
-                           if heidelberg_digits.dev_corpus_dir() else None)
-  if corpus is None:
-    raise SystemExit(f"pass --corpus or set {heidelberg_digits.SHARED_ENV} to the shared folder that holds "
-                     "data/fsdd_dev")
-  try:
-    speakers = [int(k) for k in args.speakers.split(",")]
-  except ValueError:
-    raise SystemExit(f"--speakers: comma-separated speaker numbers, got {args.speakers!r}") from None
+  corpus, speakers = hd_cli.dev_corpus(args.corpus, flag="--corpus"), args.speakers
   methods = [m for m in args.methods.split(",") if m]
   rows = []
   for k in speakers:
