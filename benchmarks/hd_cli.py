@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import pathlib
 from typing import Callable, Optional
 
@@ -29,3 +30,34 @@ def comma_list(kind: Callable, what: str) -> Callable[[str], tuple]:
       raise argparse.ArgumentTypeError(f"comma-separated {what}, got {text!r}") from None
     return values
   return parse
+
+
+def config_override(text: str) -> tuple[str, object]:
+  """An argparse ``type``: ``"data.cmvn=meanvar"`` -> ``("data.cmvn", "meanvar")``; the value is a Python
+  literal where it parses as one (``50``, ``0.1``, ``('max',)``), else the plain string."""
+  path, sep, raw = text.partition("=")
+  if not sep or not path:
+    raise argparse.ArgumentTypeError(f"expected FIELD=VALUE (e.g. data.cmvn=meanvar), got {text!r}")
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw
+  return path, value
+
+
+def apply_overrides(config, overrides) -> None:
+  """Sets each ``(dotted field, value)`` on the ConfigDict ``config`` in place, as ``--config.X=V`` would:
+  an unknown field or a value of the wrong type exits with a message naming the field."""
+  for path, value in overrides:
+    *parents, leaf = path.split(".")
+    node = config
+    for depth, name in enumerate(path.split(".")):
+      if not hasattr(node, "keys") or name not in node:  # an unknown field is an error, not a new one
+        where = ".".join(parents[:depth]) or "the config"
+        raise SystemExit(f"--set {path}: {where} has no field {name!r}")
+      if depth < len(parents):
+        node = node[name]
+    try:
+      setattr(node, leaf, value)
+    except (TypeError, ValueError) as e:
+      raise SystemExit(f"--set {path}={value!r}: {e}") from None

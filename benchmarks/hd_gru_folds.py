@@ -138,17 +138,24 @@ def main():
   parser.add_argument("--protocol", action="store_true", help="train on every training speaker, score the test split")
   parser.add_argument("--corpus", default=None,
                       help="another corpus in HD's layout (default: the dev corpus under $RHEL_JAX_SHARED)")
+  parser.add_argument("--set", type=hd_cli.config_override, action="append", default=[], metavar="FIELD=VALUE",
+                      help="change a field of the dev config, e.g. --set data.cmvn=meanvar (repeatable)")
   args = parser.parse_args()
   config = heidelberg_digits.get_config("dev")
   config.data.manual_dir = str(hd_cli.dev_corpus(args.corpus, flag="--corpus"))
+  hd_cli.apply_overrides(config, args.set)
   widths = args.hidden
+  if args.num_seeds < 1:
+    parser.error(f"--num_seeds must be >= 1, got {args.num_seeds}")
   if min(widths) < 1:
     parser.error(f"--hidden: comma-separated positive ints, got {','.join(map(str, widths))!r}")
   if args.network == "gru" and len(widths) != 1:
     parser.error(f"--network gru takes one layer width, got --hidden {','.join(map(str, widths))}")
-  tag = {"network": args.network, "hidden": widths[0] if len(widths) == 1 else list(widths)}
+  tag = {"network": args.network, "hidden": widths[0] if len(widths) == 1 else list(widths),
+         **({"overrides": {k: v for k, v in args.set}} if args.set else {})}
   name = {"gru": "GRU", "hamiltonian": "Hamiltonian network (BPTT)"}[args.network]
-  head = (f"{name} ({' + '.join(map(str, widths))} units) through the dev recipe, {args.num_seeds} seeds of root "
+  recipe = "the dev recipe" + (" with " + ", ".join(f"`{k}={v!r}`" for k, v in args.set) if args.set else "")
+  head = (f"{name} ({' + '.join(map(str, widths))} units) through {recipe}, {args.num_seeds} seeds of root "
           f"{args.seed}, final epoch (revision `{git_revision()}`)")
   rows = []
   if args.protocol:
