@@ -1,0 +1,77 @@
+"""One table of held-out-speaker accuracies from several speaker-rotation measurements.
+
+    python -m benchmarks.hd_rotation_table \\
+        --row "Hamiltonian, dev config=docs/results/hd_speaker_rotation" \\
+        --row "GRU, dev recipe=docs/results/hd_gru_rotation" --out docs/results/hd_rotation_table
+
+Each ``--row LABEL=DIR`` reads either a ``benchmarks.hd_speaker_rotation`` output (``DIR/rotation.jsonl``,
+one table row per method in it) or the ``benchmarks.hd_gru_folds --protocol`` outputs of a rotation
+(``DIR/held_out_<k>/*_protocol.jsonl``, one per held-out speaker ``k``). Writes ``rotation_table.md``
+(mean ± std over seeds per held-out speaker, and the mean over speakers) and ``rotation_table.jsonl``
+(one row per table row, speaker and seed).
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import numpy as np
+
+from experiments import checkpoints
+from experiments.workdir import git_revision
+
+
+def read_rotation(directory: pathlib.Path) -> dict[str, dict[int, list[float]]]:
+  """``{method or '': {held-out speaker: [accuracy per seed]}}`` from either kind of output."""
+  found: dict[str, dict[int, list[float]]] = {}
+  rotation = directory / "rotation.jsonl"
+  if rotation.exists():
+    for r in checkpoints.read_jsonl(rotation):
+      found.setdefault(r["method"], {}).setdefault(int(r["held_out"]), []).append(float(r["accuracy"]))
+    return found
+  for sub in sorted(directory.glob("held_out_*")):
+    files = sorted(sub.glob("*_protocol.jsonl"))
+    if len(files) != 1:
+      raise SystemExit(f"{sub}: expected one *_protocol.jsonl, found {len(files)}")
+    speaker = int(sub.name.removeprefix("held_out_"))
+    found.setdefault("", {})[speaker] = [float(r["held_out_accuracy"]) for r in checkpoints.read_jsonl(files[0])]
+  if not found:
+    raise SystemExit(f"{directory}: neither rotation.jsonl nor held_out_*/*_protocol.jsonl")
+  return found
+
+
+def row_spec(text: str) -> tuple[str, pathlib.Path]:
+  label, sep, path = text.rpartition("=")
+  if not sep or not label:
+    raise argparse.ArgumentTypeError(f"expected LABEL=DIR, got {text!r}")
+  return label, pathlib.Path(path)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--row", type=row_spec, action="append", required=True, metavar="LABEL=DIR")
+  parser.add_argument("--out", type=pathlib.Path, required=True)
+  args = parser.parse_args()
+  table = []  # (label, {speaker: accuracies}, source)
+  for label, directory in args.row:
+    for method, per in read_rotation(directory).items():
+      table.append((f"{label} ({method})" if method else label, per, directory))
+  speakers = sorted({k for _, per, _ in table for k in per})
+  lines = [f"Accuracy on each held-out speaker (mean ± std over seeds), final epoch (revision `{git_revision()}`):", "",
+           "| network | " + " | ".join(f"held-out {k:02d}" for k in speakers) + " | mean over speakers | source |",
+           "|---|" + "---|" * (len(speakers) + 2)]
+  rows = []
+  for label, per, source in table:
+    missing = [k for k in speakers if k not in per]
+    if missing:
+      raise SystemExit(f"{source}: no results for held-out speaker(s) {missing}")
+    lines.append(f"| {label} | " + " | ".join(f"{100 * np.mean(per[k]):.2f} ± {100 * np.std(per[k]):.2f}"
+                                             for k in speakers)
+                 + f" | {100 * np.mean([np.mean(per[k]) for k in speakers]):.2f} | `{source}` |")
+    rows += [{"network": label, "held_out": k, "seed": s, "accuracy": a}
+             for k in speakers for s, a in enumerate(per[k])]
+  print(checkpoints.write_report(args.out, "rotation_table", lines, rows))
+
+
+if __name__ == "__main__":
+  main()
