@@ -49,15 +49,14 @@ def apply_overrides(config, overrides) -> None:
   """Sets each ``(dotted field, value)`` on the ConfigDict ``config`` in place, as ``--config.X=V`` would:
   an unknown field or a value of the wrong type exits with a message naming the field."""
   for path, value in overrides:
-    *parents, leaf = path.split(".")
+    names = path.split(".")
     node = config
-    for depth, name in enumerate(path.split(".")):
+    for depth, name in enumerate(names):
       if not hasattr(node, "keys") or name not in node:  # an unknown field is an error, not a new one
-        where = ".".join(parents[:depth]) or "the config"
-        raise SystemExit(f"--set {path}: {where} has no field {name!r}")
-      if depth < len(parents):
+        raise SystemExit(f"--set {path}: {'.'.join(names[:depth]) or 'the config'} has no field {name!r}")
+      if depth < len(names) - 1:
         node = node[name]
     try:
-      setattr(node, leaf, value)
+      setattr(node, names[-1], value)
     except (TypeError, ValueError) as e:
       raise SystemExit(f"--set {path}={value!r}: {e}") from None

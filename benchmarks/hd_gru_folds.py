@@ -22,6 +22,8 @@ model plateaus? Writes ``hamiltonian_folds.md`` / ``.jsonl``.
 0 as ``experiments.main``), scored on the test split and on its held-out speaker 03 alone, as the
 Hamiltonian network's protocol is in docs/results.md: a reference point, not a choice. ``--corpus``
 runs it on another corpus in HD's layout, e.g. one that ``benchmarks.hd_speaker_rotation`` wrote.
+``--set FIELD=VALUE`` (repeatable) changes a field of the dev config first, e.g. ``--set data.cmvn=meanvar``
+for another recipe; docs/results.md has the issue's CMVN GRU run this way.
 
     RHEL_JAX_SHARED=/path/to/shared python -m benchmarks.hd_gru_folds --protocol --num_seeds 5 --seed 0 \
         --out docs/results/hd_gru_protocol

@@ -149,7 +149,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.data.trim_db = 30.0
     # Seventh round: flooring each utterance's mel power at its peak - 40 dB beat the trimmed config
     # on all 3 folds with two seed roots (61.8 -> 64.1 % at root 1000, 57.2 -> 60.2 % at 2000;
-    # 30 dB: 56.9 %, 50 dB: 59.2 % at root 1000).
+    # 30, 35, 45, 50 dB: 56.9, 62.1, 62.5, 59.2 % at root 1000).
     c.data.top_db = 40.0
     # e-prop's reverse-mode form: the same gradient as the online traces (benchmarks/eprop_forms.py),
     # whose (seeds, B, 128, 128) state per step would make it the slowest method by far.

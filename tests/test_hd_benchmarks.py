@@ -40,8 +40,10 @@ def test_rotation_table_reads_both_kinds_of_output(tmp_path):
   for k in (0, 1):
     _jsonl(tmp_path / "gru" / f"held_out_{k:02d}" / "gru_protocol.jsonl",
            [{"seed": s, "held_out_accuracy": 0.7 - 0.1 * k, "test_accuracy": 0.0} for s in (0, 1, 2)])
-  assert hd_rotation_table.read_rotation(tmp_path / "ham") == {"bptt": {0: [0.5, 0.51], 1: [0.6, 0.61]}}
-  assert hd_rotation_table.read_rotation(tmp_path / "gru") == {"": {0: [0.7] * 3, 1: [0.6] * 3}}
+  assert hd_rotation_table.read_rotation(tmp_path / "ham") == {
+      "bptt": {0: pytest.approx([0.5, 0.51]), 1: pytest.approx([0.6, 0.61])}}
+  assert hd_rotation_table.read_rotation(tmp_path / "gru") == {
+      "": {0: pytest.approx([0.7] * 3), 1: pytest.approx([0.6] * 3)}}
   with pytest.raises(SystemExit, match="neither rotation.jsonl"):
     hd_rotation_table.read_rotation(tmp_path)
   assert hd_rotation_table.row_spec("GRU, a=b=dir") == ("GRU, a=b", hd_rotation_table.pathlib.Path("dir"))
