@@ -1,10 +1,13 @@
-"""Command-line pieces the HD dev-corpus benchmarks share: which corpus, and comma-separated lists."""
+"""Pieces the HD dev-corpus benchmarks share: which corpus, comma-separated lists, ``--set`` overrides,
+and the accuracy cells of their tables."""
 from __future__ import annotations
 
 import argparse
 import ast
 import pathlib
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
+
+import numpy as np
 
 from experiments import heidelberg_digits
 
@@ -60,3 +63,13 @@ def apply_overrides(config, overrides) -> None:
       setattr(node, names[-1], value)
     except (TypeError, ValueError) as e:
       raise SystemExit(f"--set {path}={value!r}: {e}") from None
+
+
+def percent(accuracies: Sequence[float]) -> str:
+  """A table cell: mean ± std over seeds of fractions, in percent (``"64.48 ± 4.91"``)."""
+  return f"{100 * np.mean(accuracies):.2f} ± {100 * np.std(accuracies):.2f}"
+
+
+def percent_row(groups: Sequence[Sequence[float]]) -> list[str]:
+  """One cell per group (:func:`percent`), then the mean of the groups' means (e.g. over speakers)."""
+  return [percent(g) for g in groups] + [f"{100 * np.mean([np.mean(g) for g in groups]):.2f}"]

@@ -168,7 +168,7 @@ def main():
     for s, c in enumerate(correct):
       rows.append({"seed": s, "test_accuracy": float(c.mean()), "held_out_accuracy": float(c[held_out].mean()),
                    "held_out_speakers": names, **tag})
-    cell = lambda key: f"{100 * np.mean([r[key] for r in rows]):.2f} ± {100 * np.std([r[key] for r in rows]):.2f}"
+    cell = lambda key: hd_cli.percent([r[key] for r in rows])
     lines = [head + f", the dev protocol on `{config.data.manual_dir}`:", "",
              f"| speaker {names} (held out) (n={int(held_out.sum())}) | whole test split (n={len(held_out)}) |",
              "|---|---|", f"| {cell('held_out_accuracy')} | {cell('test_accuracy')} |"]
@@ -182,8 +182,7 @@ def main():
   lines = [head + ", leave-one-speaker-out over the dev corpus's training speakers:", "",
            "| " + " | ".join(f"speaker {k:02d}" for k in speakers) + " | mean |",
            "|" + "---|" * (len(speakers) + 1),
-           "| " + " | ".join(f"{100 * np.mean(a):.2f} ± {100 * np.std(a):.2f}" for a in per_fold.values())
-           + f" | {100 * np.mean([np.mean(a) for a in per_fold.values()]):.2f} |"]
+           "| " + " | ".join(hd_cli.percent_row(list(per_fold.values()))) + " |"]
   print(checkpoints.write_report(args.out, f"{args.network}_folds", lines, rows))
 
 if __name__ == "__main__":

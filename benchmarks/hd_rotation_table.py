@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-import numpy as np
-
+from benchmarks import hd_cli
 from experiments import checkpoints
 from experiments.workdir import git_revision
 
@@ -65,9 +64,7 @@ def main():
     missing = [k for k in speakers if k not in per]
     if missing:
       raise SystemExit(f"{source}: no results for held-out speaker(s) {missing}")
-    lines.append(f"| {label} | " + " | ".join(f"{100 * np.mean(per[k]):.2f} ± {100 * np.std(per[k]):.2f}"
-                                             for k in speakers)
-                 + f" | {100 * np.mean([np.mean(per[k]) for k in speakers]):.2f} | `{source}` |")
+    lines.append(f"| {label} | " + " | ".join(hd_cli.percent_row([per[k] for k in speakers])) + f" | `{source}` |")
     rows += [{"network": label, "held_out": k, "seed": s, "accuracy": a}
              for k in speakers for s, a in enumerate(per[k])]
   print(checkpoints.write_report(args.out, "rotation_table", lines, rows))

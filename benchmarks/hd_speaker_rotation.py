@@ -23,8 +23,6 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
-
 from benchmarks import hd_cli
 from data import heidelberg_digits as hd
 from experiments import checkpoints
@@ -88,8 +86,7 @@ def main():
            "|---|" + "---|" * (len(speakers) + 1)]
   for m in methods:
     per = [[r["accuracy"] for r in rows if r["method"] == m and r["held_out"] == k] for k in speakers]
-    lines.append(f"| {m} | " + " | ".join(f"{100 * np.mean(a):.2f} ± {100 * np.std(a):.2f}" for a in per)
-                 + f" | {100 * np.mean([np.mean(a) for a in per]):.2f} |")
+    lines.append(f"| {m} | " + " | ".join(hd_cli.percent_row(per)) + " |")
   print(checkpoints.write_report(args.out, "rotation", lines, rows))
 
 

@@ -47,3 +47,8 @@ def test_rotation_table_reads_both_kinds_of_output(tmp_path):
   with pytest.raises(SystemExit, match="neither rotation.jsonl"):
     hd_rotation_table.read_rotation(tmp_path)
   assert hd_rotation_table.row_spec("GRU, a=b=dir") == ("GRU, a=b", hd_rotation_table.pathlib.Path("dir"))
+
+
+def test_percent_cells_give_mean_std_per_group_then_the_mean_of_means():
+  assert hd_cli.percent([0.5, 0.7]) == "60.00 ± 10.00"
+  assert hd_cli.percent_row([[0.5, 0.7], [0.8, 0.8, 0.8]]) == ["60.00 ± 10.00", "80.00 ± 0.00", "70.00"]
