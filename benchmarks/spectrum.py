@@ -92,6 +92,7 @@ def _init_params(config: dict, num_seeds: int) -> dict:
     return {k: overlay(v, saved[k], f"{prefix}{k}.") if isinstance(v, dict) and k in saved
             else saved[k] if k in saved else train.ADDED_FIELDS.get(f"{prefix}{k}", v)
             for k, v in base.items()}
+  config = train.renamed_fields(config)
   cfg = ml_collections.ConfigDict(overlay(json.loads(module.get_config().to_json_best_effort()), config))
   task = build_task(cfg, np.float32)
   trainer = train.MethodTrainer(cfg, task, config["methods"][0], np.float32)

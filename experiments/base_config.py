@@ -6,6 +6,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from rhel_jax.methods import all_options
+from rhel_jax.model import PARAM_NAMES
 
 
 def method_config() -> ml_collections.ConfigDict:
@@ -88,8 +89,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Decoupled weight decay (AdamW: each step shrinks W, B and W_out, not the biases, by lr x this);
   # 0 = plain Adam.
   c.train.weight_decay = 0.0
-  # Learning-rate multiplier for W alone.
-  c.train.w_lr_scale = 1.0
+  # Learning-rate multiplier of each parameter tensor (e.g. W's, whose slowest modes sit near the
+  # stability edge; or the recurrent tensors' of a method whose gradient for them is weak).
+  c.train.lr_scale = ml_collections.ConfigDict({k: 1.0 for k in PARAM_NAMES})
   # Parameters kept at their initial values (names from rhel_jax.PARAM_NAMES), e.g. ('W',) to
   # see what a method does with the input and readout alone.
   c.train.frozen_params = ()

@@ -42,7 +42,11 @@ def validate_config(config) -> None:
   float_field(config, "model.alpha", positive=False)
   float_field(config, "model.b_scale", nonnegative=True)
   float_field(config, "train.clip_norm", nonnegative=True)
-  float_field(config, "train.w_lr_scale", nonnegative=True)
+  for name in PARAM_NAMES:
+    float_field(config, f"train.lr_scale.{name}", nonnegative=True)
+  extra = sorted(set(get_field(config, "train.lr_scale")) - set(PARAM_NAMES))
+  if extra:
+    raise ValueError(f"config.train.lr_scale: unknown tensor(s) {extra}; choose from {list(PARAM_NAMES)}")
   float_field(config, "train.weight_decay", nonnegative=True)
   int_field(config, "train.warmup_steps", minimum=0)
   choice_field(config, "model.rho", ACTIVATIONS)

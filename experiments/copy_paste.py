@@ -61,7 +61,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.train.warmup_steps = 200
   # Adam moves every entry by ~lr per step, and a few steps can push the slowest modes of a
   # spectral W past the stability edge.
-  c.train.w_lr_scale = 0.1
+  c.train.lr_scale.W = 0.1
 
   if variant == "quick":
     c.methods = ("bptt", "rhel", "rhel_centered", "eprop", "tbptt")
@@ -84,5 +84,5 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     # In plain float32, 1e-3 suits this task at init and T <= 400 (the fidelity study in
     # docs/results.md).
     c.method.eps = 1e-3
-    c.train.w_lr_scale = 1.0
+    c.train.lr_scale.W = 1.0
   return c

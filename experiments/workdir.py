@@ -30,7 +30,7 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
   resolved = json.loads(config.to_json_best_effort())
   path = workdir / "config.json"
   if path.exists():
-    saved = json.loads(path.read_text())
+    saved = renamed_fields(json.loads(path.read_text()))
     diff = sorted(_diff_keys(saved, resolved))
     # A field added by newer code (absent from the saved config) is accepted when its value is the
     # one that reproduces the code before it (ADDED_FIELDS), so a long run resumes across such a
@@ -51,7 +51,8 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
 _MISSING = object()
 # Config fields added after runs had been started, with the value that behaves as the code did
 # before the field existed (JSON form). Only these may be absent from a saved config.
-ADDED_FIELDS = {"method.eprop_online": True, "train.frozen_params": [], "train.w_lr_scale": 1.0,
+ADDED_FIELDS = {"method.eprop_online": True, "train.frozen_params": [],
+                **{f"train.lr_scale.{k}": 1.0 for k in ("W", "b", "B", "W_out", "b_out")},
                 "task.curriculum": [], "task.curriculum_stage_epochs": 10, "model.w_init": "gaussian",
                 "model.omega_min": 0.1, "model.omega_max": 3.0, "task.pooling": "mean", "train.weight_decay": 0.0,
                 # Heidelberg Digits' feature, stand-in and augmentation options, all off.
@@ -64,9 +65,33 @@ ADDED_FIELDS = {"method.eprop_online": True, "train.frozen_params": [], "train.w
                                  "time_mask_width": 0, "freq_masks": 0, "freq_mask_width": 0, "noise_std": 0.0}}
 
 
-def with_added_fields(saved: dict) -> dict:
-  """A saved config (JSON form) with every field of ``ADDED_FIELDS`` it predates, at that value."""
+# Config fields renamed after runs had been started: old dotted name -> new one, same meaning.
+RENAMED_FIELDS = {"train.w_lr_scale": "train.lr_scale.W"}
+
+
+def renamed_fields(saved: dict) -> dict:
+  """A saved config (JSON form) with each field of ``RENAMED_FIELDS`` moved to its new name."""
   out = json.loads(json.dumps(saved))
+  for old, new in RENAMED_FIELDS.items():
+    *old_parents, old_leaf = old.split(".")
+    node = out
+    for part in old_parents:
+      node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or old_leaf not in node:
+      continue
+    value = node.pop(old_leaf)
+    *parents, leaf = new.split(".")
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return out
+
+
+def with_added_fields(saved: dict) -> dict:
+  """A saved config (JSON form), renamed fields under their new names and every field of
+  ``ADDED_FIELDS`` it predates at that value."""
+  out = renamed_fields(saved)
   for dotted, value in ADDED_FIELDS.items():
     *parents, leaf = dotted.split(".")
     node = out

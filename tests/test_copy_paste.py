@@ -98,19 +98,38 @@ class CurriculumTest(absltest.TestCase):
 
 class OptimizerTest(absltest.TestCase):
 
-  def test_w_lr_scale_scales_only_the_updates_of_w(self):
-    params = {"W": jnp.ones((3, 3)), "b": jnp.ones(3), "B": jnp.ones((2, 3))}
-    grads = {"W": jnp.full((3, 3), 0.3), "b": jnp.full(3, -0.2), "B": jnp.full((2, 3), 0.1)}
-    updates = {}
-    for scale in (1.0, 0.1):
-      config = tiny_config(**{"train.w_lr_scale": scale})
+  def test_lr_scale_scales_exactly_the_named_tensors_updates(self):
+    params = {"W": jnp.ones((3, 3)), "b": jnp.ones(3), "B": jnp.ones((2, 3)), "W_out": jnp.ones((2, 3)),
+              "b_out": jnp.ones(2)}
+    grads = {"W": jnp.full((3, 3), 0.3), "b": jnp.full(3, -0.2), "B": jnp.full((2, 3), 0.1),
+             "W_out": jnp.full((2, 3), 0.05), "b_out": jnp.full(2, -0.4)}
+    def updates(**scales):
+      config = tiny_config(**{f"train.lr_scale.{k}": v for k, v in scales.items()})
       opt = train.make_optimizer(config.train, 100)
       state = opt.init(params)
       for _ in range(3):
-        updates[scale], state = opt.update(grads, state, params)
-    np.testing.assert_allclose(updates[0.1]["W"], 0.1 * updates[1.0]["W"], rtol=1e-6)
-    for k in ("b", "B"):
-      np.testing.assert_array_equal(updates[0.1][k], updates[1.0][k])
+        out, state = opt.update(grads, state, params)
+      return out
+    base = updates()
+    for scales in ({"W": 0.1}, {"B": 0.03, "b": 0.3}, {"W_out": 2.0, "W": 0.01, "b_out": 0.0}):
+      scaled = updates(**scales)
+      for k in params:
+        if k in scales:  # x a multiplier is one rounding away from the unscaled update
+          np.testing.assert_allclose(scaled[k], scales[k] * base[k], rtol=1e-6, err_msg=k)
+          self.assertFalse(np.array_equal(scaled[k], base[k]) and scales[k] != 1, k)
+        else:
+          np.testing.assert_array_equal(scaled[k], base[k], err_msg=k)
+
+  def test_lr_scale_rejects_unknown_tensors_and_negative_values(self):
+    config = tiny_config()
+    config.train.lr_scale.B = -0.1
+    with self.assertRaisesRegex(ValueError, r"config\.train\.lr_scale\.B"):
+      train.validate_config(config)
+    config = tiny_config()
+    with config.train.lr_scale.unlocked():
+      config.train.lr_scale.V = 0.5
+    with self.assertRaisesRegex(ValueError, r"config\.train\.lr_scale: unknown tensor\(s\) \['V'\]"):
+      train.validate_config(config)
 
   def test_weight_decay_shrinks_the_matrices_alone_and_zero_is_plain_adam(self):
     params = {"W": jnp.ones((3, 3)), "b": jnp.ones(3), "B": jnp.ones((2, 3)), "W_out": jnp.ones((2, 3)),

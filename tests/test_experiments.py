@@ -242,6 +242,24 @@ class RunExperimentTest(_TempDirs):
     with self.assertRaisesRegex(ValueError, r"different config \(fields \['train.lr'\]"):
       train.prepare_workdir(tiny_config(), workdir, overwrite=False)
 
+  def test_a_renamed_field_resumes_under_its_new_name(self):
+    # train.w_lr_scale became train.lr_scale.W: a workdir saved with the old name resumes when the
+    # value agrees, and is refused, naming the new field, when it does not.
+    workdir = pathlib.Path(self.tmp())
+    config = tiny_config(**{"train.lr_scale.W": 0.1})
+    train.prepare_workdir(config, workdir, overwrite=False)
+    saved = json.loads((workdir / "config.json").read_text())
+    del saved["train"]["lr_scale"]
+    saved["train"]["w_lr_scale"] = 0.1
+    (workdir / "config.json").write_text(json.dumps(saved))
+    train.prepare_workdir(config, workdir, overwrite=False)
+    rewritten = json.loads((workdir / "config.json").read_text())["train"]
+    self.assertEqual(rewritten["lr_scale"], {"W": 0.1, "b": 1.0, "B": 1.0, "W_out": 1.0, "b_out": 1.0})
+    self.assertNotIn("w_lr_scale", rewritten)
+    (workdir / "config.json").write_text(json.dumps(saved))
+    with self.assertRaisesRegex(ValueError, r"different config \(fields \['train.lr_scale.W'\]"):
+      train.prepare_workdir(tiny_config(), workdir, overwrite=False)
+
   def test_frozen_params_keep_their_initial_values(self):
     workdir = pathlib.Path(self.tmp())
     config = tiny_config(methods=("bptt",), num_epochs=1, checkpoint_every=1, alignment_epochs=())

@@ -1,0 +1,176 @@
+"""Tunes a baseline by the one rule of docs/tuning.md: a fixed grid on the validation root seed.
+
+    python -m experiments.tune --config=experiments/copy_paste.py --method=eprop
+    python -m experiments.tune --config=experiments/copy_paste.py --method=tbptt --dry-run
+
+Every setting of the method's grid is an ordinary run (``runs/tune/<config name>/<method>/<label>``)
+of the config with the rule's overrides (validation root seed, epochs) and the setting's fields,
+trained one after the other; re-running the command resumes where it stopped. When every setting
+has finished, ``tuning.md`` / ``tuning.json`` in the tuning directory rank them and name the
+setting the rule picks. The grid and the rule are fixed here, before any of them runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import pathlib
+import shlex
+import sys
+from typing import Any, Optional
+
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments import checkpoints, tasks
+from experiments.train import Interrupted, run_experiment
+
+# The rule's fixed part: the validation root seed (the reported seeds come from root 0) and a
+# shorter run than the protocol's. Alignment is not measured while tuning.
+VALIDATION_SEED = 1000
+RULE = {"seed": VALIDATION_SEED, "num_epochs": 50, "alignment_epochs": ()}
+# Base learning rates x one multiplier of the recurrent tensors' learning rates (W, b, B, on top of
+# the config's own multipliers); the readout keeps the base lr.
+BASE_LRS = (3e-3, 1e-3, 3e-4)
+RECURRENT_MULTIPLIERS = (1.0, 0.3, 0.1, 0.03, 0.01)
+RECURRENT = ("W", "b", "B")
+# Method-specific fields every setting of its grid shares. e-prop's reverse-mode form computes the
+# same gradient as its online traces (tests/test_gradients.py, float64 to 1e-10) at a quarter of
+# the cost on a CPU.
+GRID_FIELDS = {"eprop": {"method.eprop_online": False}}
+TUNED_METHODS = ("eprop", "tbptt")
+# Two settings within this many points of mean final accuracy tie; the smaller change wins.
+TIE_POINTS = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  label: str
+  fields: dict  # dotted config field -> value
+
+  def change(self, config) -> float:
+    """Distance from the config's recipe: sum over fields of |log10(new / old)| (lr-like fields)."""
+    total = 0.0
+    for path, value in self.fields.items():
+      old = _get(config, path)
+      if isinstance(value, bool) or value == old:
+        continue
+      total += abs(math.log10(value / old)) if old and value else 1.0
+    return total
+
+
+def grid(config, method: str) -> list[Setting]:
+  """The method's settings, in the order they run."""
+  if method not in TUNED_METHODS:
+    raise ValueError(f"--method={method!r}: the tuning grid covers {list(TUNED_METHODS)} (BPTT and RHEL keep "
+                     "their tuned recipes; docs/tuning.md)")
+  out = []
+  for lr, m in itertools.product(BASE_LRS, RECURRENT_MULTIPLIERS):
+    fields = {"train.lr": lr, **{f"train.lr_scale.{k}": float(f"{config.train.lr_scale[k] * m:.6g}") for k in RECURRENT},
+              **GRID_FIELDS.get(method, {})}
+    out.append(Setting(f"lr{lr:g}_rec{m:g}", fields))
+  return out
+
+
+def setting_config(config, method: str, setting: Setting) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.methods = (method,)
+  for path, value in {**RULE, **setting.fields}.items():
+    *parents, leaf = path.split(".")
+    node = c
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  c.name = f"{config.name}_tune_{method}_{setting.label}"
+  return c
+
+
+def final_accuracy(workdir: pathlib.Path, method: str, metric: str) -> Optional[list[float]]:
+  """Each seed's final test metric (on the validation root seed), or None while unfinished."""
+  path = workdir / method / "final.json"
+  if not path.exists():
+    return None
+  return json.loads(path.read_text())[f"test_{metric}"]
+
+
+def pick(config, method: str, results: dict[str, list[float]], settings: list[Setting]) -> dict[str, Any]:
+  """The rule: the highest mean final accuracy; within TIE_POINTS, the smallest change of recipe."""
+  by_label = {s.label: s for s in settings}
+  means = {label: 100 * float(np.mean(v)) for label, v in results.items()}
+  best = max(means.values())
+  tied = [label for label, mean in means.items() if best - mean < TIE_POINTS]
+  chosen = min(tied, key=lambda label: (by_label[label].change(config), -means[label]))
+  return {"method": method, "chosen": chosen, "fields": by_label[chosen].fields, "mean": means[chosen],
+          "best_mean": best, "tied": tied}
+
+
+def tuning_table(config, method: str, root: pathlib.Path, settings: list[Setting], metric: str) -> tuple[str, dict]:
+  rows, results = [], {}
+  for s in settings:
+    acc = final_accuracy(root / s.label, method, metric)
+    if acc is not None:
+      results[s.label] = acc
+    cells = (f"{100 * np.mean(acc):.2f} ± {100 * np.std(acc):.2f}" if acc is not None else "running / not started",
+             f"{100 * np.min(acc):.2f}" if acc is not None else "")
+    fields = ", ".join(f"`{k}={v:g}`" if not isinstance(v, bool) else f"`{k}={v}`" for k, v in s.fields.items())
+    rows.append(f"| {s.label} | {fields} | {cells[0]} | {cells[1]} |")
+  choice = pick(config, method, results, settings) if len(results) == len(settings) else None
+  lines = [f"# Tuning {method} on `{config.name}` (validation root seed {VALIDATION_SEED})", "",
+           f"Rule (docs/tuning.md): {RULE['num_epochs']} epochs, {config.num_seeds} seeds; the highest mean final "
+           f"`{metric}`; settings within {TIE_POINTS} point of the best tie, and the smallest change of recipe "
+           "(sum of |log10 ratio| of the changed fields) wins.", "",
+           f"| setting | fields | final {metric} (%, mean ± std) | worst seed |", "|---|---|---|---|", *rows, ""]
+  if choice:
+    lines += [f"**Chosen: `{choice['chosen']}`** ({choice['mean']:.2f} %; best {choice['best_mean']:.2f} %; "
+              f"tied: {', '.join(choice['tied'])}).", ""]
+  else:
+    lines += [f"{len(results)} of {len(settings)} settings finished; nothing chosen yet.", ""]
+  return "\n".join(lines), {"settings": {s.label: s.fields for s in settings}, "results": results,
+                            "choice": choice}
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).",
+                                          lock_config=False)
+_METHOD = flags.DEFINE_enum("method", None, list(TUNED_METHODS), "The method to tune.")
+_ROOT = flags.DEFINE_string("workdir", None, "Tuning directory; default runs/tune/<config name>/<method>.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the settings and their workdirs; start nothing.")
+flags.mark_flags_as_required(["config", "method"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  config, method = _CONFIG.value, _METHOD.value
+  root = pathlib.Path(_ROOT.value or f"runs/tune/{config.name}/{method}")
+  settings = grid(config, method)
+  metric = tasks.get(config.task.name).primary_metric
+  command = shlex.join(["python", "-m", "experiments.tune", *sys.argv[1:]])
+  for s in settings:
+    if _DRY_RUN.value:
+      print(f"{root / s.label}: {s.fields}")
+      continue
+    try:
+      run_experiment(setting_config(config, method, s), root / s.label, command=f"{command}  # setting {s.label}")
+    except Interrupted as e:
+      logging.warning("%s", e)
+      sys.exit(128 + e.signum)
+    text, record = tuning_table(config, method, root, settings, metric)
+    checkpoints.atomic_write_text(root / "tuning.md", text)
+    checkpoints.atomic_write_text(root / "tuning.json", json.dumps(record, indent=1))
+  if not _DRY_RUN.value:
+    print(text)
+
+
+def _get(config, path: str):
+  node = config
+  for part in path.split("."):
+    node = node[part]
+  return node
+
+
+if __name__ == "__main__":
+  app.run(main)
