@@ -75,7 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # eps: the RHEL nudge per sequence (see README; None = rhel_jax.default_eps for the dtype and
   # mode); tbptt_k: the truncated-BPTT window (the paper's 2 steps); eprop_online: e-prop's forward-mode
-  # traces (True) or the same gradient in reverse mode (False: about BPTT's cost and O(T) memory).
+  # traces (True) or the same gradient in reverse mode (False: about BPTT's cost and O(T) memory);
+  # kernel: how the RHEL phases run: 'scan' (lax.scan, the reference), 'pallas' (one fused Pallas
+  # kernel per phase; GPU only) or 'pallas_interpret' (the same kernels interpreted; slow, any backend).
   c.method = method_config()
 
   c.train = ml_collections.ConfigDict()

@@ -38,7 +38,10 @@ def validate_config(config) -> None:
     path = f"method.{option.config_key}"
     value = get_field(config, path)
     if value is not None or option.default is not None:  # None: the option's default_fn
-      {"positive_int": int_field, "bool": bool_field}.get(option.kind, float_field)(config, path)
+      if option.kind == "choice":
+        choice_field(config, path, option.choices)
+      else:
+        {"positive_int": int_field, "bool": bool_field}.get(option.kind, float_field)(config, path)
   float_field(config, "model.alpha", positive=False)
   float_field(config, "model.b_scale", nonnegative=True)
   float_field(config, "train.clip_norm", nonnegative=True)

@@ -27,7 +27,8 @@ from jax import lax
 
 from rhel_jax import methods, validation
 from rhel_jax.hebbian import finish_hamiltonian_grads
-from rhel_jax.integrator import echo_phase, forward_phase, leapfrog_step
+from rhel_jax.integrator import forward_phase, leapfrog_step
+from rhel_jax.pallas_phases import KERNELS, phase_functions
 from rhel_jax.state import State, zero_state
 from rhel_jax.losses import LossFn, resolve_loss
 from rhel_jax.methods import METHODS, Method, Option, register
@@ -50,14 +51,16 @@ def bptt(params, model, inputs_tm, targets, mask, loss_fn):
   return jax.value_and_grad(objective)(params)
 
 
-def rhel(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
+def rhel(params, model, inputs_tm, targets, mask, loss_fn, *, eps, kernel="scan"):
   """One-sided RHEL: the contrastive Hebbian rule of the seed paper.
 
   One accumulator per synapse in the inference phase, one in the echo (nudge +eps):
   ``dL/dtheta ~= h/eps_n * (sum_echo dV/dtheta - sum_forward dV/dtheta)``. Bias O(eps).
   In exact mode the echo accumulates that difference itself, against its bit-exact retrace of
-  the forward phase, so the forward phase keeps no accumulator.
+  the forward phase, so the forward phase keeps no accumulator. ``kernel`` picks how the phases
+  run (:func:`rhel_jax.pallas_phases.phase_functions`).
   """
+  forward_phase, echo_phase = phase_functions(kernel)
   eps_n = eps * inputs_tm.shape[1]
   exact = model.exact_reversible
   final, ys, fwd_sums = forward_phase(params, model, inputs_tm, accumulate_hebbian=not exact)
@@ -68,13 +71,14 @@ def rhel(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
   return loss, {**finish_hamiltonian_grads(diff, model, 1.0 / eps_n), **out}
 
 
-def rhel_centered(params, model, inputs_tm, targets, mask, loss_fn, *, eps):
+def rhel_centered(params, model, inputs_tm, targets, mask, loss_fn, *, eps, kernel="scan"):
   """Centered RHEL: two echoes (+eps, -eps) from the same final state. Bias O(eps^2).
 
   The per-step difference ``r+ r+^T - r- r-^T = sym((r+ - r-)^T (r+ + r-))`` is accumulated
   directly (one matmul per step, and no cancellation of two large sums). The forward phase
-  needs no accumulator.
+  needs no accumulator. ``kernel`` as in :func:`rhel`.
   """
+  forward_phase, echo_phase = phase_functions(kernel)
   eps_n = eps * inputs_tm.shape[1]
   final, ys, _ = forward_phase(params, model, inputs_tm)
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
@@ -274,9 +278,12 @@ TBPTT_K = Option("k", 2, "positive_int", static=True, config_key="tbptt_k",
 # contract test's float64 problems (T = 20, mse/bce/ce_mean) at the default eps 1e-5 is 7.6e-5 for
 # the one-sided rule (its O(eps) bias) and 3.6e-10 for the centered one; the tolerances leave at least 10x.
 register(Method("bptt", bptt, bptt_rtol=1e-10, summary="jax.grad through the forward scan"))
-register(Method("rhel", rhel, (EPS,), bptt_rtol=1e-3, color="tab:blue",
+KERNEL = Option("kernel", "scan", "choice", static=True, choices=KERNELS,
+                doc="RHEL phases: 'scan' (lax.scan, the reference), 'pallas' (one fused Pallas kernel per "
+                    "phase; GPU) or 'pallas_interpret' (the same kernels interpreted; any backend, slow)")
+register(Method("rhel", rhel, (EPS, KERNEL), bptt_rtol=1e-3, color="tab:blue",
                 summary="one-sided RHEL (the paper's rule), bias O(eps)"))
-register(Method("rhel_centered", rhel_centered, (EPS,), bptt_rtol=1e-8, color="tab:orange",
+register(Method("rhel_centered", rhel_centered, (EPS, KERNEL), bptt_rtol=1e-8, color="tab:orange",
                 summary="centered RHEL, two echoes (+eps, -eps), bias O(eps^2)"))
 EPROP_ONLINE = Option("online", True, "bool", static=True, config_key="eprop_online",
                       doc="e-prop: forward-mode traces (True) or the same gradient in reverse mode (False, faster)")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from rhel_jax import validation
 
-_KINDS = ("positive_float", "positive_int", "bool")
+_KINDS = ("positive_float", "positive_int", "bool", "choice")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +27,14 @@ class Option:
   Attributes:
     name: keyword of the method function and of :func:`rhel_jax.gradient`.
     default: value when none is given; ``None`` defers to ``default_fn``.
-    kind: ``'positive_float'``, ``'positive_int'`` or ``'bool'`` (what :meth:`check` enforces).
+    kind: ``'positive_float'``, ``'positive_int'``, ``'bool'`` or ``'choice'`` (one of ``choices``):
+      what :meth:`check` enforces.
     static: a compile-time constant under ``jit`` (e.g. a window length that sets shapes);
       otherwise the value is traced, so changing it does not recompile.
     config_key: the field ``config.method.<config_key>`` of the experiment configs.
     doc: one line for config comments and error messages.
     default_fn: ``(param dtype, ModelConfig) -> value``, used when the value is ``None``.
+    choices: the accepted values of a ``'choice'`` option.
   """
   name: str
   default: Any
@@ -41,10 +43,13 @@ class Option:
   config_key: str = ""
   doc: str = ""
   default_fn: Optional[Callable[[Any, Any], Any]] = None
+  choices: tuple = ()
 
   def __post_init__(self):
     if self.kind not in _KINDS:
       raise ValueError(f"Option {self.name!r}: kind must be one of {_KINDS}, got {self.kind!r}")
+    if (self.kind == "choice") != bool(self.choices):
+      raise ValueError(f"Option {self.name!r}: choices are given exactly when kind is 'choice'")
     if not self.config_key:
       object.__setattr__(self, "config_key", self.name)
 
@@ -63,6 +68,9 @@ class Option:
     elif self.kind == "bool":
       if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
+    elif self.kind == "choice":
+      if not isinstance(value, str) or value not in self.choices:
+        raise ValueError(f"{name} must be one of {list(self.choices)}, got {value!r}")
     else:
       validation.check_positive(name, value)
 
