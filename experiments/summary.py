@@ -75,6 +75,9 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
     eps = method_options(config, rhel_methods[0])["eps"]
     lines.append(f"- RHEL nudge eps = {eps:g} per sequence"
                  + (" (rhel_jax.default_eps)" if config.method.eps is None else ""))
+    kernel = method_options(config, rhel_methods[0]).get("kernel", "scan")
+    if kernel != "scan":
+      lines.append(f"- RHEL phases run by the fused Pallas kernels (kernel={kernel!r})")
   if getattr(task, "sizes", None):
     lines.append(f"- split sizes: {task.sizes}")
   lines += ["", head,
