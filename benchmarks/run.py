@@ -8,6 +8,10 @@ gradient plus an Adam update, jitted together. Times are medians of ``--repeats`
 warm-up, with the methods interleaved round-robin so that ratios compare like with like; peak
 memory is measured per configuration in a fresh process (``VmHWM``, plus XLA's temp buffers).
 Also times the forward phase against a bare ``lax.scan`` of the same leapfrog step.
+``<method>+pallas`` rows run the RHEL phases as the fused Pallas kernels (``kernel='pallas'``;
+``rhel_jax.pallas_phases``), and ``forward:pallas`` times the fused forward kernel next to
+``forward``; they need a GPU and are skipped elsewhere, with the reason printed (Pallas's
+interpreter, the only way to run them on a CPU, says nothing about their speed).
 ``stack:<method>`` rows train a user-style model instead (``examples.stacked_rnn``: encoder, two
 ``rhel_jax.nn.HamiltonianRNN`` layers of width N, MLP head) with ``jax.value_and_grad``, batch 8.
 Each measurement is one JSON line on stdout (``method``, ``T``, ``N``, ``step_ms``, ``peak_mb``,
@@ -25,6 +29,7 @@ import sys
 import time
 
 METHODS = ("bptt", "rhel", "rhel_centered", "tbptt", "eprop", "rhel+exact", "rhel_centered+exact",
+           "rhel+pallas", "rhel_centered+pallas", "rhel+exact+pallas", "rhel_centered+exact+pallas",
            "stack:bptt", "stack:rhel", "stack:rhel_centered")
 BATCH, N_IN, N_OUT = 64, 4, 3
 # The stack's own activations (each layer's (T, batch, N) output, which the layer above and the
@@ -46,7 +51,8 @@ def _problem(steps: int, n: int):
 def make_train_step(method: str, model):
   """jit(params, opt_state, batch) -> (params, opt_state, loss): gradient + Adam.
 
-  ``<method>+exact`` runs the method in exact-reversible mode (integer-grid phases).
+  ``<method>+exact`` runs the method in exact-reversible mode (integer-grid phases);
+  ``<method>+pallas`` (also ``+exact+pallas``) runs its phases as the fused Pallas kernels.
   """
   import dataclasses
   import jax
@@ -54,12 +60,14 @@ def make_train_step(method: str, model):
   import optax
   from rhel_jax.methods import METHODS as REGISTRY
   from rhel_jax.losses import bce
-  method, _, variant = method.partition("+")
-  if variant == "exact":
+  method, *variants = method.split("+")
+  if "exact" in variants:
     model = dataclasses.replace(model, exact_reversible=True)
   spec = REGISTRY[method]
   fn = spec.fn
   options = {"eps": 1e-3} if "eps" in spec.option_names else {}
+  if "pallas" in variants:
+    options["kernel"] = "pallas"
   options = spec.resolve_options(options, jnp.float32, model)
   optimizer = optax.adam(1e-3)
 
@@ -130,17 +138,29 @@ def time_configuration(steps: int, n: int, methods, repeats: int) -> list[dict]:
                                        zero_state(BATCH, n, x.dtype), x)[0])
   runners["forward"] = lambda: fwd(params, inputs_tm)
   runners["bare_scan"] = lambda: bare(params, inputs_tm)
-  for run in runners.values():  # compile + warm up
-    _block(run())
-    _block(run())
+  if any(m.endswith("+pallas") for m in methods):
+    from rhel_jax import pallas_phases
+    fused = jax.jit(lambda p, x: pallas_phases.forward_phase(p, model, x)[1])
+    runners["forward:pallas"] = lambda: fused(params, inputs_tm)
+  failed = {}
+  for name, run in list(runners.items()):  # compile + warm up
+    try:
+      _block(run())
+      _block(run())
+    except Exception as e:  # noqa: BLE001 -- reported, and the other methods still run (a GPU check's budget)
+      failed[name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+      print(f"benchmarks.run: {name} at T={steps} N={n} failed to run: {failed[name]}", file=sys.stderr, flush=True)
+      del runners[name]
   samples = {name: [] for name in runners}
   for _ in range(repeats):
     for name, run in runners.items():
       start = time.perf_counter()
       _block(run())
       samples[name].append(time.perf_counter() - start)
-  return [{"method": name, "T": steps, "N": n, "batch": _batch(name), "step_ms": 1e3 * float(np.median(s)),
-           "runs": len(s)} for name, s in samples.items()]
+  return ([{"method": name, "T": steps, "N": n, "batch": _batch(name), "step_ms": 1e3 * float(np.median(s)),
+            "runs": len(s)} for name, s in samples.items()]
+          + [{"method": name, "T": steps, "N": n, "batch": _batch(name), "step_ms": None, "runs": 0, "error": error}
+             for name, error in failed.items()])
 
 
 def peak_rss_mb() -> float:
@@ -180,7 +200,7 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
   import matplotlib.pyplot as plt
   from experiments import checkpoints
   checkpoints.write_jsonl(out / "bench.jsonl", rows)
-  times = {(r["method"], r["T"], r["N"]): r["step_ms"] for r in rows}
+  times = {(r["method"], r["T"], r["N"]): r["step_ms"] for r in rows if r["step_ms"] is not None}
   mems = {(r["method"], r["T"], r["N"]): r for r in rows if r["peak_mb"] is not None}
   revisions = sorted({r.get("revision", "not recorded") for r in rows})
   commands = sorted({r["command"] for r in rows if "command" in r})
@@ -194,6 +214,20 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
     lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | " + (f"{ms / base:.2f}" if base else "-") + f" | {peak} |")
   pairs = [(m, m + "+exact") for m in nudged()]
   configs = sorted({(n, steps) for _, steps, n in times})
+  fused = [(m, m + "+pallas") for m in nudged()] + [(m + "+exact", m + "+exact+pallas") for m in nudged()]
+  if any((f, steps, n) in times for _, f in fused for n, steps in configs):
+    lines += ["", "The fused Pallas kernels (train step, kernel / lax.scan):", "",
+              "| N | T | " + " | ".join(f"{f} / {m}" for m, f in fused) + " |", "|---|---|" + "---|" * len(fused)]
+    for n, steps in configs:
+      lines.append(f"| {n} | {steps} | " + " | ".join(
+          f"{times[f, steps, n] / times[m, steps, n]:.2f}" if (f, steps, n) in times and (m, steps, n) in times
+          else "-" for m, f in fused) + " |")
+    phases = [p for p in ("bare_scan", "forward", "forward:pallas") if any(k[0] == p for k in times)]
+    lines += ["", "Forward phase per time step (us; batch 64):", "",
+              "| N | T | " + " | ".join(phases) + " |", "|---|---|" + "---|" * len(phases)]
+    for n, steps in configs:
+      lines.append(f"| {n} | {steps} | " + " | ".join(
+          f"{1e3 * times[p, steps, n] / steps:.2f}" if (p, steps, n) in times else "-" for p in phases) + " |")
   if any((exact, steps, n) in times for _, exact in pairs for n, steps in configs):
     lines += ["", "Cost of the exact-reversible mode (train step, exact / floating point):", "",
               "| N | T | " + " | ".join(f"{e} / {m}" for m, e in pairs) + " |", "|---|---|" + "---|" * len(pairs)]
@@ -201,6 +235,10 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
       lines.append(f"| {n} | {steps} | " + " | ".join(
           f"{times[e, steps, n] / times[m, steps, n]:.2f}" if (e, steps, n) in times and (m, steps, n) in times
           else "-" for m, e in pairs) + " |")
+  failures = [r for r in rows if r["step_ms"] is None]
+  if failures:
+    lines += ["", "Failed to run (compile or first call):", ""]
+    lines += [f"* {r['method']} at T={r['T']}, N={r['N']}: {r.get('error', 'no reason recorded')}" for r in failures]
   lengths = sorted({steps for _, steps, _ in mems})
   if len(lengths) > 1:
     lo, hi = lengths[0], lengths[-1]
@@ -263,6 +301,13 @@ def main():
   unknown = set(methods) - set(METHODS)
   if unknown:
     parser.error(f"--methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")
+  fused = [m for m in methods if m.endswith("+pallas")]
+  if fused:
+    import jax
+    if jax.default_backend() != "gpu":
+      print(f"benchmarks.run: skipping {fused}: the fused Pallas kernels compile for a GPU only, and this backend "
+            f"is {jax.default_backend()!r} (their interpreter's speed means nothing)", file=sys.stderr)
+      methods = tuple(m for m in methods if m not in fused)
   lengths, widths = ((100, 400), (64,)) if args.quick else ((100, 400, 1000, 4000), (64, 128, 256))
   if args.lengths:
     lengths = tuple(int(v) for v in args.lengths.split(","))
@@ -277,7 +322,8 @@ def main():
       # --quick keeps under a minute: memory of the reference pair at the longest T only.
       measured = (() if args.no_memory else
                   ("bptt", "rhel") if args.quick and steps == lengths[-1] else () if args.quick else methods)
-      memory = {method: measure_memory(method, steps, n) for method in measured}
+      failed = {row["method"] for row in timed if row["step_ms"] is None}
+      memory = {method: measure_memory(method, steps, n) for method in measured if method not in failed}
       for row in timed:  # one line per measurement: time, and peak memory where it was taken
         mem = memory.get(row["method"], {})
         row = {**row, "peak_mb": mem.get("peak_mb"), "xla_temp_mb": mem.get("xla_temp_mb"), **stamp}

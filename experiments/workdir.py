@@ -3,6 +3,7 @@ accepted at its neutral value) and the git revision of the code that runs."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -13,7 +14,8 @@ from experiments import checkpoints
 
 
 def git_revision() -> str:
-  """Short revision of the code that runs, ``-dirty`` when tracked files outside docs/ differ."""
+  """Short revision of the code that runs, ``-dirty`` when tracked files outside docs/ differ;
+  without git (a copy of the tree on another machine), ``$RHEL_JAX_REVISION`` if set."""
   try:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                          cwd=pathlib.Path(__file__).parent, check=True).stdout.strip()
@@ -22,7 +24,7 @@ def git_revision() -> str:
                            capture_output=True, text=True, cwd=pathlib.Path(__file__).parent).stdout.strip()
     return rev + ("-dirty" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
-    return "unknown"
+    return os.environ.get("RHEL_JAX_REVISION", "unknown")
 
 
 def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:

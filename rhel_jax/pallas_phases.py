@@ -49,6 +49,8 @@ Array = jax.Array
 KERNELS = ("scan", "pallas", "pallas_interpret")
 BLOCK_BATCH = 16   # sequences per program: Triton's dots need >= 16 rows; fewer rows, more programs
 NUM_WARPS = 4
+K_CHUNK = 16       # contraction chunk of the matmuls over the N units (see _dot_chunked)
+ACC_ROWS = 64      # the W accumulator is kept as row blocks of this many rows (see _hebbian)
 _MIN_DIM = 16      # Triton's dot needs every dimension >= 16
 
 
@@ -83,14 +85,44 @@ def _dot(a, b):
   return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=_HIGHEST)
 
 
+def _split(x, parts: int, axis: int):
+  return jnp.split(x, parts, axis=axis) if parts > 1 else [x]
+
+
+def _dot_chunked(lhs: list, b_ref) -> list:
+  """``[a @ b for a in lhs]`` with ``b`` read from its ref in row blocks of ``K_CHUNK``, each block
+  read once, just before the products that use it.
+
+  Triton converts a matmul operand to its layout through shared memory: a whole (N, N) tile there
+  would not fit for N = 256 (256 KiB in float32), nor would all its blocks read up front. Each
+  product sums its blocks in the same order wherever it is computed, so the exact mode's twin gets
+  the forward kernel's force bit for bit.
+  """
+  chunk = min(K_CHUNK, b_ref.shape[0])
+  parts = b_ref.shape[0] // chunk
+  split = [_split(a, parts, 1) for a in lhs]
+  out = [None] * len(lhs)
+  for i in range(parts):
+    block = b_ref[pl.ds(i * chunk, chunk), :]
+    for s, a_parts in enumerate(split):
+      term = _dot(a_parts[i], block)
+      out[s] = term if out[s] is None else out[s] + term
+  return out
+
+
 def _dot_tn(a, b):
   """``a^T @ b``: a batch sum of outer products, (Bb, M), (Bb, N) -> (M, N)."""
   return lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=_HIGHEST)
 
 
 def _dot_nt(a, b):
-  """``a @ b^T``, (Bb, N), (M, N) -> (Bb, M)."""
-  return lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=_HIGHEST)
+  """``a @ b^T``, (Bb, N), (M, N) -> (Bb, M), contracted in chunks of ``K_CHUNK`` (see :func:`_dot_chunked`)."""
+  parts = a.shape[1] // min(K_CHUNK, a.shape[1])
+  out = None
+  for x, y in zip(_split(a, parts, 1), _split(b, parts, 1)):
+    term = lax.dot_general(x, y, (((1,), (1,)), ((), ())), precision=_HIGHEST)
+    out = term if out is None else out + term
+  return out
 
 
 def rint(x: Array) -> Array:
@@ -106,32 +138,69 @@ def rint(x: Array) -> Array:
   return jnp.where((frac > 0.5) | ((frac == 0.5) & odd), down + 1, down)
 
 
+def _acc_blocks(n_pad: int) -> tuple[int, int]:
+  """``(rows, blocks)``: the W accumulator as ``blocks`` row blocks of ``rows`` rows."""
+  rows = min(ACC_ROWS, n_pad)
+  return rows, n_pad // rows
+
+
 def _hebbian(left, right, u):
-  """:func:`rhel_jax.hebbian.hebbian_terms` with full-precision dots and 2-D ``b``: (1, N)."""
-  return {"W": _dot_tn(left, right), "b": jnp.sum(left, 0, keepdims=True), "B": _dot_tn(u, left)}
+  """:func:`rhel_jax.hebbian.hebbian_terms` with full-precision dots and 2-D ``b``: (1, N).
+
+  The W term comes as row blocks ``'W<i>'`` (:func:`_acc_blocks`), so that no (N, N) tile passes
+  through shared memory at once.
+  """
+  _, blocks = _acc_blocks(left.shape[1])
+  terms = {f"W{i}": _dot_tn(part, right) for i, part in enumerate(_split(left, blocks, 1))}
+  return {**terms, "b": jnp.sum(left, 0, keepdims=True), "B": _dot_tn(u, left)}
+
+
+def _zero_sums(lay, dtype) -> dict:
+  """Empty in-kernel compensated accumulators ``{key: (total, compensation)}`` for :func:`_hebbian`'s terms."""
+  rows, blocks = _acc_blocks(lay.n_pad)
+  shapes = {**{f"W{i}": (rows, lay.n_pad) for i in range(blocks)}, "b": (1, lay.n_pad), "B": (lay.in_pad, lay.n_pad)}
+  return {k: (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for k, shape in shapes.items()}
+
+
+def _store_sums(sums, w_ref, b_ref, in_ref) -> None:
+  """Writes the compensated totals of :func:`_zero_sums`' accumulators to the per-block outputs."""
+  totals = compensated_total(sums)
+  rows, blocks = _acc_blocks(w_ref.shape[-1])
+  for i in range(blocks):
+    w_ref[pl.ds(i * rows, rows), :] = totals[f"W{i}"]
+  b_ref[...] = totals["b"]
+  in_ref[...] = totals["B"]
 
 
 class _Weights(NamedTuple):
-  ws: Array     # (Np, Np) symmetric(W), padded
+  ws: object    # the ref of symmetric(W), padded to (Np, Np); read in blocks by _dot_chunked
   b: Array      # (1, Np)
   b_in: Array   # (Ip, Np) B, padded
   w_out: Array  # (Op, Np)
   b_out: Array  # (1, Op)
 
 
-def _drive(w: _Weights, model: ModelConfig, r, u):
-  """:func:`rhel_jax.model.recurrent_drive`: ``Ws rho / beta + b + B^T u``, same order of operations."""
-  return _dot(r, w.ws) / model.beta + w.b + _dot(u, w.b_in)
+def _load_weights(ws_ref, b_ref, bin_ref, wout_ref, bout_ref) -> _Weights:
+  """The weights, read inside the time loop (from L1; held across it they would occupy registers).
+  ``Ws`` stays a ref, read in blocks where it is used (:func:`_dot_chunked`)."""
+  return _Weights(ws_ref, b_ref[...], bin_ref[...], wout_ref[...], bout_ref[...])
 
 
-def _float_step(w: _Weights, model: ModelConfig, phi, pi, u):
-  """:func:`rhel_jax.integrator.leapfrog_step`: ``(phi', pi', rho(mid))``."""
+def _float_steps(w: _Weights, model: ModelConfig, states: list, u) -> list:
+  """:func:`rhel_jax.integrator.leapfrog_step` of each ``(phi, pi)`` in ``states`` (one matmul pass):
+  ``[(phi', pi', rho(mid))]``. The drive is :func:`rhel_jax.model.recurrent_drive`'s,
+  ``Ws rho / beta + b + B^T u``, in the same order of operations."""
   h = model.dt
   rho, rho_prime = model.activation()
-  mid = phi + (h / 2) * pi
-  r = rho(mid)
-  pi = pi - h * (model.alpha * mid + rho_prime(mid) * _drive(w, model, r, u))
-  return mid + (h / 2) * pi, pi, r
+  mids = [phi + (h / 2) * pi for phi, pi in states]
+  rs = [rho(mid) for mid in mids]
+  coupled = _dot_chunked(rs, w.ws)
+  drive_in = _dot(u, w.b_in)
+  out = []
+  for (_, pi), mid, r, c in zip(states, mids, rs, coupled):
+    pi = pi - h * (model.alpha * mid + rho_prime(mid) * (c / model.beta + w.b + drive_in))
+    out.append((mid + (h / 2) * pi, pi, r))
+  return out
 
 
 def _from_grid(x, model: ModelConfig, dtype):
@@ -150,7 +219,11 @@ def _grid_step(w: _Weights, model: ModelConfig, phi, pi, devs, u, dtype):
   mid = phi + drift(pi)
   mid_f = _from_grid(mid, model, dtype)
   r, rp = rho(mid_f), rho_prime(mid_f)
-  drive = _drive(w, model, r, u)
+  difference = model.activation_difference()
+  dmids = [dphi + (h / 2) * dpi for dphi, dpi in devs]
+  diffs = [difference(mid_f, dmid) for dmid in dmids]
+  coupled = _dot_chunked([r] + [dr for dr, _ in diffs], w.ws)  # the twin's own product, then the deviations'
+  drive = coupled[0] / model.beta + w.b + _dot(u, w.b_in)
   kick = rint((h / grid_scale(model)) * (model.alpha * mid_f + rp * drive))
   kick = jnp.clip(jnp.where(jnp.isnan(kick), _GRID_LIMIT, kick), 1 - _GRID_LIMIT, _GRID_LIMIT - 1)
   new_pi = pi - kick.astype(jnp.int32)
@@ -158,16 +231,12 @@ def _grid_step(w: _Weights, model: ModelConfig, phi, pi, devs, u, dtype):
   pi_limit = int(_GRID_LIMIT / max(1.0, h / 2))
   overflow = ((jnp.abs(mid) >= _GRID_LIMIT) | (jnp.abs(new_phi) >= _GRID_LIMIT)
               | (jnp.abs(new_pi) >= pi_limit) | (jnp.abs(new_pi - pi) >= _GRID_LIMIT - 1)).astype(jnp.int32)
-  difference = model.activation_difference()
-  new_devs, drs = [], []
-  for dphi, dpi in devs:
-    dmid = dphi + (h / 2) * dpi
-    dr, drp = difference(mid_f, dmid)
-    ddrive = _dot(dr, w.ws) / model.beta
+  new_devs = []
+  for (_, dpi), dmid, (_, drp), c in zip(devs, dmids, diffs, coupled[1:]):
+    ddrive = c / model.beta
     dpi = dpi - h * (model.alpha * dmid + drp * (drive + ddrive) + rp * ddrive)
     new_devs.append((dmid + (h / 2) * dpi, dpi))
-    drs.append(dr)
-  return new_phi, new_pi, r, overflow, tuple(new_devs), drs
+  return new_phi, new_pi, r, overflow, tuple(new_devs), [dr for dr, _ in diffs]
 
 
 def _contrast(base, rs, weights, valid, u):
@@ -220,10 +289,11 @@ def _pad(x: Array, shape) -> Array:
   return jnp.pad(x, [(0, s - d) for d, s in zip(x.shape, shape)])
 
 
-def _weights(params: Params, lay: _Layout) -> _Weights:
-  return _Weights(_pad(symmetric(params["W"]), (lay.n_pad, lay.n_pad)), _pad(params["b"][None], (1, lay.n_pad)),
-                  _pad(params["B"], (lay.in_pad, lay.n_pad)), _pad(params["W_out"], (lay.out_pad, lay.n_pad)),
-                  _pad(params["b_out"][None], (1, lay.out_pad)))
+def _weight_args(params: Params, lay: _Layout) -> tuple:
+  """The kernels' weight inputs, padded: ``(Ws, b (1, Np), B, W_out, b_out (1, Op))``."""
+  return (_pad(symmetric(params["W"]), (lay.n_pad, lay.n_pad)), _pad(params["b"][None], (1, lay.n_pad)),
+          _pad(params["B"], (lay.in_pad, lay.n_pad)), _pad(params["W_out"], (lay.out_pad, lay.n_pad)),
+          _pad(params["b_out"][None], (1, lay.out_pad)))
 
 
 def _valid(lay: _Layout, dtype) -> Array:
@@ -291,15 +361,15 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *, accum
   lay = _layout(params, inputs_tm, block_batch)
   dtype = params["W"].dtype
   rho, _ = model.activation()
-  w = _weights(params, lay)
+  w = _weight_args(params, lay)
   x = _pad(inputs_tm, (lay.steps, lay.batch_pad, lay.in_pad))
   state_dtype = jnp.int32 if exact else dtype
 
   def kernel(x_ref, ws_ref, b_ref, bin_ref, wout_ref, bout_ref, valid_ref, ys_ref, phi_ref, pi_ref, *rest):
-    wk = _Weights(ws_ref[...], b_ref[...], bin_ref[...], wout_ref[...], bout_ref[...])
     valid = valid_ref[...]
 
     def step(k, carry):
+      wk = _load_weights(ws_ref, b_ref, bin_ref, wout_ref, bout_ref)
       phi, pi, over, sums, u = carry
       u_next = x_ref[jnp.minimum(k + 1, lay.steps - 1)]  # issued a step ahead: its latency hides behind this one
       if exact:
@@ -307,7 +377,7 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *, accum
         over = over | step_over
         phi_f = _from_grid(phi, model, dtype)
       else:
-        phi, pi, r = _float_step(wk, model, phi, pi, u)
+        [(phi, pi, r)] = _float_steps(wk, model, [(phi, pi)], u)
         phi_f = phi
       ys_ref[k] = _dot_nt(rho(phi_f), wk.w_out) + wk.b_out
       if accumulate_hebbian:
@@ -315,8 +385,7 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *, accum
       return phi, pi, over, sums, u_next
 
     zeros = jnp.zeros((lay.block, lay.n_pad), state_dtype)
-    sums0 = ({k: (jnp.zeros(s, dtype), jnp.zeros(s, dtype)) for k, s in _sum_shapes(lay).items()}
-             if accumulate_hebbian else None)
+    sums0 = _zero_sums(lay, dtype) if accumulate_hebbian else None
     phi, pi, over, sums, _ = lax.fori_loop(
         0, lay.steps, step, (zeros, zeros, jnp.zeros((lay.block, lay.n_pad), jnp.int32), sums0, x_ref[0]))
     phi_ref[...] = phi
@@ -325,9 +394,7 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *, accum
     if exact:
       rest.pop(0)[...] = over
     if accumulate_hebbian:
-      totals = compensated_total(sums)
-      for key in _SUM_KEYS:
-        rest.pop(0)[...] = totals[key]
+      _store_sums(sums, *rest)
 
   args = (x, *w, _valid(lay, dtype))
   in_specs = [_rows(lay, lay.in_pad, (lay.steps,)), *map(_whole, w), _rows(lay, 1)]
@@ -375,7 +442,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
   lay = _layout(params, inputs_tm, block_batch)
   dtype = params["W"].dtype
   rho, rho_prime = model.activation()
-  w = _weights(params, lay)
+  w = _weight_args(params, lay)
   x = _pad(inputs_tm, (lay.steps, lay.batch_pad, lay.in_pad))
   dy_all = _pad(dl_dy_tm.astype(dtype), (lay.steps, lay.batch_pad, lay.out_pad))
   state = State(*(_pad(s, (lay.batch_pad, lay.n_pad)) for s in final_state))
@@ -383,12 +450,12 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
 
   def kernel(x_ref, dy_ref, phi_ref, pi_ref, nudge_ref, weights_ref, ws_ref, b_ref, bin_ref, wout_ref, bout_ref,
              valid_ref, w_sum_ref, b_sum_ref, in_sum_ref, out_sum_ref, phi_out_ref, pi_out_ref, *rest):
-    wk = _Weights(ws_ref[...], b_ref[...], bin_ref[...], wout_ref[...], bout_ref[...])
     valid = valid_ref[...]
     scales = [nudge_ref[s] for s in range(n_echo)]
     contrast_weights = [weights_ref[s] for s in range(n_echo)]
 
     def step(j, carry):
+      wk = _load_weights(ws_ref, b_ref, bin_ref, wout_ref, bout_ref)
       echoes, twin, over, sums, out, (u, dy) = carry
       k_next = jnp.maximum(lay.steps - 2 - j, 0)  # step T-1-j's successor, loaded a step ahead
       u_dy_next = (x_ref[k_next], dy_ref[k_next])
@@ -407,13 +474,10 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
         for phi, _ in echoes[1:]:
           r_here = r_here + rho(phi)
         out = out + _dot_tn(dy, r_here / n_echo)
-        new, rs = [], []
-        for (phi, pi), scale in zip(echoes, scales):
-          phi, pi, r = _float_step(wk, model, phi, pi - scale * (rho_prime(phi) * g), u)
-          new.append((phi, pi))
-          rs.append(r)
-        echoes = tuple(new)
-        terms = _contrast(None, rs, contrast_weights, valid, u)
+        stepped = _float_steps(wk, model, [(phi, pi - scale * (rho_prime(phi) * g))
+                                           for (phi, pi), scale in zip(echoes, scales)], u)
+        echoes = tuple((phi, pi) for phi, pi, _ in stepped)
+        terms = _contrast(None, [r for _, _, r in stepped], contrast_weights, valid, u)
       return echoes, twin, over, compensated_add(sums, terms), out, u_dy_next
 
     phi0, pi0 = phi_ref[...], pi_ref[...]
@@ -424,14 +488,14 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
     else:
       echoes0 = tuple((phi0, -pi0) for _ in range(n_echo))
       twin0 = None
-    sums0 = {k: (jnp.zeros(s, dtype), jnp.zeros(s, dtype)) for k, s in _sum_shapes(lay).items()}
+    sums0 = _zero_sums(lay, dtype)
     out0 = jnp.zeros((lay.out_pad, lay.n_pad), dtype)
     last = lay.steps - 1
     echoes, twin, over, sums, out, _ = lax.fori_loop(
         0, lay.steps, step, (echoes0, twin0, jnp.zeros((lay.block, lay.n_pad), jnp.int32), sums0, out0,
                              (x_ref[last], dy_ref[last])))
-    sums = compensated_total(sums)
-    w_sum_ref[...], b_sum_ref[...], in_sum_ref[...], out_sum_ref[...] = sums["W"], sums["b"], sums["B"], out
+    _store_sums(sums, w_sum_ref, b_sum_ref, in_sum_ref)
+    out_sum_ref[...] = out
     for s, (phi, pi) in enumerate(echoes):
       phi_out_ref[s] = phi
       pi_out_ref[s] = pi

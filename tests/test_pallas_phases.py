@@ -77,8 +77,9 @@ class KernelEqualsScanTest(parameterized.TestCase):
       self.assertLess(rel_error(got[key], want[key]), 1e-5, f"{method}: grads['{key}']")
 
   def test_phases_equal_the_scan_phases(self):
-    # Readouts, final states, the two echoes' final states and every sum, in float64.
-    params, model, inputs, _, _ = _problem()
+    # Readouts, final states, the two echoes' final states and every sum, in float64; N = 72 pads to
+    # 128, so the matmuls run in 8 contraction chunks and the W accumulator in 2 row blocks.
+    params, model, inputs, _, _ = _problem(n_hidden=72)
     inputs_tm = jnp.swapaxes(inputs, 0, 1)
     fwd, echo = pallas_phases.phase_functions(KERNEL)
     want_fwd = forward_phase(params, model, inputs_tm, accumulate_hebbian=True)
