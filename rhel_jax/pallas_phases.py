@@ -19,9 +19,12 @@ what the Triton lowering (GPU) needs:
 * every matmul asks for full float32 precision (Pallas's Triton lowering would otherwise use TF32);
 * ``rint`` (round half to even) is built from ``floor`` (Triton has no rounding primitive), equal
   to ``jnp.rint`` for every float (tested);
-* in exact mode the twin's ``Ws rho`` is always its own ``(block, N) @ (N, N)`` product, the same
-  call as in the forward kernel, so the twin retraces the forward kernel bit for bit on any
-  backend.
+* the matmuls over the N units run in blocks of ``K_CHUNK`` rows of ``Ws``, and the W accumulator
+  in row blocks of ``ACC_ROWS``, so that no other N x N tile passes through shared memory (Triton
+  converts matmul operands there); compiled, ``Ws`` itself stays there, which bounds N at
+  ``MAX_UNITS_COMPILED``;
+* in exact mode the twin's ``Ws rho`` is always its own product, computed as in the forward kernel
+  (same blocks, same order), so the twin retraces the forward kernel bit for bit on any backend.
 
 Selected by the ``kernel`` option of ``rhel`` and ``rhel_centered`` (:func:`phase_functions`):
 ``'scan'`` (the reference), ``'pallas'`` (compiled; needs a GPU) or ``'pallas_interpret'`` (the
@@ -51,6 +54,10 @@ BLOCK_BATCH = 16   # sequences per program: Triton's dots need >= 16 rows; fewer
 NUM_WARPS = 4
 K_CHUNK = 16       # contraction chunk of the matmuls over the N units (see _dot_chunked)
 ACC_ROWS = 64      # the W accumulator is kept as row blocks of this many rows (see _hebbian)
+# Triton keeps Ws in shared memory for the whole time loop (its blocks' reads are hoisted out of
+# it): 64 KiB of float32 for N = 128, but 256 KiB for N = 256, over a GPU block's 227 KiB (H100,
+# H200). An offline compile of the echo kernel for sm_90 asked for 345 KiB at N = 256.
+MAX_UNITS_COMPILED = 128
 _MIN_DIM = 16      # Triton's dot needs every dimension >= 16
 
 
@@ -311,11 +318,15 @@ def _rows(lay: _Layout, width: int, lead: tuple = ()) -> pl.BlockSpec:
 
 def _per_block(shape) -> pl.BlockSpec:
   """The program's own slot of a per-block output ``(blocks,) + shape``."""
-  return pl.BlockSpec((None,) + tuple(shape), lambda i: (i,) + (0,) * len(shape))
+  return pl.BlockSpec((pl.squeezed,) + tuple(shape), lambda i: (i,) + (0,) * len(shape))
 
 
 def _call(kernel, lay: _Layout, in_specs, out_specs, out_shape, interpret: bool, name: str, num_warps: int):
   compiler_params = None
+  if not interpret and lay.n_pad > MAX_UNITS_COMPILED:
+    raise ValueError(f"kernel='pallas': N={lay.n} hidden units (padded to {lay.n_pad}) is more than the compiled kernels "
+                     f"hold on chip (N <= {MAX_UNITS_COMPILED}: Ws stays in a GPU block's shared memory, 227 KiB on an "
+                     "H100/H200); use kernel='scan'")
   if not interpret:
     from jax.experimental.pallas import triton as pl_triton  # only where it is compiled
     # One stage: the loop over time carries its state, so there is nothing to software-pipeline;

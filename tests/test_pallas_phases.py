@@ -142,6 +142,9 @@ class KernelUseTest(absltest.TestCase):
       rhel_jax.gradient("bptt", params, model, inputs, targets, mask, kernel="pallas")
     with self.assertRaisesRegex(ValueError, "block_batch must be a power of two >= 16, got 24"):
       pallas_phases.forward_phase(params, model, jnp.swapaxes(inputs, 0, 1), interpret=True, block_batch=24)
+    wide = _problem(steps=3, n_hidden=130)[0]
+    with self.assertRaisesRegex(ValueError, r"N=130 hidden units \(padded to 256\) is more than the compiled kernels hold"):
+      pallas_phases.forward_phase(wide, model, jnp.swapaxes(inputs, 0, 1), interpret=False)
     if not ON_GPU:
       with self.assertRaisesRegex(ValueError, "kernel='pallas' .* needs a GPU; the default backend here is 'cpu'"):
         rhel_jax.gradient("rhel_centered", params, model, inputs, targets, mask, kernel="pallas")
