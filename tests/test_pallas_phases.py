@@ -5,9 +5,7 @@ On CPU the kernels run in Pallas's interpreter (``kernel='pallas_interpret'``); 
 them with Triton (``kernel='pallas'``). The scan references are computed at full matmul precision
 (a GPU's default is TF32 for float32), as the kernels are.
 """
-import contextlib
 import dataclasses
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +14,7 @@ from absl.testing import absltest, parameterized
 
 import rhel_jax
 from rhel_jax import pallas_phases
+from benchmarks import triton_offline
 from rhel_jax.integrator import echo_phase, forward_phase
 from tests.helpers import make_problem, rel_error
 
@@ -154,24 +153,13 @@ class KernelUseTest(absltest.TestCase):
     # CUDA (one per phase). Compiling the Triton IR to GPU code needs a GPU (benchmarks/gpu_check.sh).
     if ON_GPU:
       self.skipTest("on a GPU the other tests compile and run the kernels themselves")
-    patches = [mock.patch.object(jax, "default_backend", lambda: "gpu")]
-    try:  # JAX >= 0.11 asks the device for its compute capability while lowering: name one
-      from jax._src.pallas.triton import gpu_info
-      h200 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H200)
-      patches.append(mock.patch.object(gpu_info, "get_gpu_info", lambda: h200))
-    except (ImportError, AttributeError):
-      pass
-    params, model, inputs, targets, mask = _problem(dtype=jnp.float32, n_hidden=64)
-    inputs_tm = jnp.swapaxes(inputs, 0, 1)
     for method in METHODS:
       for exact in (False, True):
-        spec, m = rhel_jax.METHODS[method], dataclasses.replace(model, exact_reversible=exact)
-        fn = lambda p, x, y, w: spec.fn(p, m, x, y, w, rhel_jax.mse, eps=1e-3, kernel="pallas")
-        with contextlib.ExitStack() as stack:
-          for patch in patches:
-            stack.enter_context(patch)
-          text = jax.jit(fn).trace(params, inputs_tm, targets, mask).lower(lowering_platforms=("cuda",)).as_text()
-        self.assertEqual(text.count("__gpu$xla.gpu.triton"), 2, f"{method} exact={exact}")
+        modules = triton_offline.kernel_modules(method, 64, exact, steps=10, batch=20)
+        self.assertLen(modules, 2, f"{method} exact={exact}")
+        for module in modules:
+          self.assertIn("tt.func public", module)
+          self.assertIn("tt.dot", module)
 
 
 if __name__ == "__main__":
