@@ -94,9 +94,13 @@ def main():
   import sys
   import jax
   import triton
-  from experiments.workdir import git_revision
   from rhel_jax import pallas_phases
-  stamp = {"jax": jax.__version__, "triton": triton.__version__, "revision": git_revision(),
+  try:
+    from experiments.workdir import git_revision
+    revision = git_revision()
+  except ImportError:  # a bare environment made for this tool (jax + triton, no flax)
+    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+  stamp = {"jax": jax.__version__, "triton": triton.__version__, "revision": revision or "unknown",
            "command": " ".join(["python -m benchmarks.triton_offline"] + sys.argv[1:])}
   for n in (int(v) for v in args.widths.split(",")):
     for method in args.methods.split(","):

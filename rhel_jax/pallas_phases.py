@@ -188,8 +188,9 @@ class _Weights(NamedTuple):
 
 
 def _load_weights(ws_ref, b_ref, bin_ref, wout_ref, bout_ref) -> _Weights:
-  """The weights, read inside the time loop (from L1; held across it they would occupy registers).
-  ``Ws`` stays a ref, read in blocks where it is used (:func:`_dot_chunked`)."""
+  """The weights, read in the loop body; ``Ws`` stays a ref, read in blocks where it is used
+  (:func:`_dot_chunked`). Triton hoists these loop-invariant reads: ``Ws`` then sits in shared
+  memory for the whole phase (hence ``MAX_UNITS_COMPILED``)."""
   return _Weights(ws_ref, b_ref[...], bin_ref[...], wout_ref[...], bout_ref[...])
 
 
