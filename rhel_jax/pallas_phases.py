@@ -98,12 +98,12 @@ def _split(x, parts: int, axis: int):
 
 def _dot_chunked(lhs: list, b_ref) -> list:
   """``[a @ b for a in lhs]`` with ``b`` read from its ref in row blocks of ``K_CHUNK``, each block
-  read once, just before the products that use it.
+  read once for all the products that use it.
 
-  Triton converts a matmul operand to its layout through shared memory: a whole (N, N) tile there
-  would not fit for N = 256 (256 KiB in float32), nor would all its blocks read up front. Each
-  product sums its blocks in the same order wherever it is computed, so the exact mode's twin gets
-  the forward kernel's force bit for bit.
+  Triton converts matmul operands to their layout through shared memory and registers; cut along
+  the contraction, each conversion holds one (K_CHUNK, N) block. Each product sums its blocks in
+  the same order wherever it is computed, so the exact mode's twin gets the forward kernel's force
+  bit for bit.
   """
   chunk = min(K_CHUNK, b_ref.shape[0])
   parts = b_ref.shape[0] // chunk
