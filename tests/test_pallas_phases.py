@@ -13,8 +13,8 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 import rhel_jax
-from rhel_jax import pallas_phases
 from benchmarks import triton_offline
+from rhel_jax import pallas_phases
 from rhel_jax.integrator import echo_phase, forward_phase
 from tests.helpers import make_problem, rel_error
 
