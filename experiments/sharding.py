@@ -13,8 +13,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 AXIS = "seeds"
 
 
-def seed_mesh(num_devices: int, num_seeds: int, distributed: bool = False) -> Mesh:
-  """A 1-D mesh over ``num_devices`` devices (0 = all); the seed count must divide evenly."""
+def seed_mesh(num_devices: int, num_seeds: int, distributed: bool = False, what: str | None = None) -> Mesh:
+  """A 1-D mesh over ``num_devices`` devices (0 = all); the replica count ``num_seeds`` must divide
+  evenly (``what`` names it in the error, e.g. seeds x sweep settings)."""
   if distributed:
     jax.distributed.initialize()  # coordinator and process ids from the environment (see BUILD.md)
   devices = jax.devices()
@@ -23,6 +24,9 @@ def seed_mesh(num_devices: int, num_seeds: int, distributed: bool = False) -> Me
     raise ValueError(f"config.num_devices={num_devices}: only {len(devices)} device(s) available "
                      f"({devices[0].platform})")
   if num_seeds % n:
+    if what:
+      raise ValueError(f"{what} = {num_seeds} replicas is not a multiple of the {n} device(s) they are sharded "
+                       f"over; change either, or set config.num_devices to a divisor of {num_seeds}")
     raise ValueError(f"config.num_seeds={num_seeds} is not a multiple of the {n} device(s) the seeds are "
                      f"sharded over; use a multiple of {n}, or set config.num_devices to a divisor of it")
   return Mesh(np.asarray(devices[:n]), (AXIS,))

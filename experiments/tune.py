@@ -26,6 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import checkpoints, tasks
+from experiments.sweep import with_values
 from experiments.train import Interrupted, run_experiment
 
 # The rule's fixed part: the validation root seed (the reported seeds come from root 0) and a
@@ -76,14 +77,7 @@ def grid(config, method: str) -> list[Setting]:
 
 
 def setting_config(config, method: str, setting: Setting) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.methods = (method,)
-  for path, value in {**RULE, **setting.fields}.items():
-    *parents, leaf = path.split(".")
-    node = c
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  c = with_values(config, {"methods": (method,), **RULE, **setting.fields})
   c.name = f"{config.name}_tune_{method}_{setting.label}"
   return c
 
