@@ -16,6 +16,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; default runs/<config.name>. "
                                "Re-running with the same workdir resumes.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete a run with a different config in --workdir.")
+_RECIPES = flags.DEFINE_bool("recipes", True, "Train each method at its own recipe (config.recipes); "
+                             "--norecipes trains every method at the shared one (config.train, config.method).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -24,6 +26,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   config = _CONFIG.value
+  if not _RECIPES.value:
+    with config.unlocked():
+      config.recipes = type(config.recipes)()
   workdir = _WORKDIR.value or f"runs/{config.name}"
   try:
     run_experiment(config, workdir, overwrite=_OVERWRITE.value,

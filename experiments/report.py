@@ -23,7 +23,7 @@ import pathlib
 
 import numpy as np
 
-from experiments import checkpoints, tasks
+from experiments import checkpoints, plots, tasks
 from experiments.summary import mean_std, recall_by_step_lines
 from experiments.workdir import with_added_fields
 from rhel_jax.methods import METHODS
@@ -167,14 +167,7 @@ def _paper_name(method: str) -> str:
 
 def alignment_summary(run: dict) -> dict[str, dict[int, tuple[float, float, int]]]:
   """method -> epoch -> (mean, s.e.m., seeds) of the overall cosine with BPTT."""
-  out = {}
-  for method, data in run["methods"].items():
-    by_epoch = {}
-    for row in data["alignment"]:
-      by_epoch.setdefault(row["epoch"], []).append(row["cos_all"])
-    out[method] = {e: (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0, len(v))
-                   for e, v in sorted(by_epoch.items())}
-  return out
+  return {method: plots.alignment_summary(data["alignment"]) for method, data in run["methods"].items()}
 
 
 def alignment_by_tensor(runs: list[dict]) -> str:
@@ -196,30 +189,9 @@ def alignment_by_tensor(runs: list[dict]) -> str:
 
 
 def figure1(runs: list[dict], path: pathlib.Path) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False)
-  for ax, run in zip(axes[0], runs):
-    for method, by_epoch in alignment_summary(run).items():
-      if method == "bptt" or not by_epoch:
-        continue
-      epochs = np.array(list(by_epoch))
-      mean = np.array([v[0] for v in by_epoch.values()])
-      sem = np.array([v[1] for v in by_epoch.values()])
-      # Plot 1 - cosine on a log axis: 0.99999 and 0.2 are both visible (the paper breaks its axis).
-      gap = np.clip(1 - mean, 1e-9, None)
-      ax.errorbar(epochs, gap, yerr=sem, marker="o", capsize=3, label=method,
-                  color=METHODS[method].color if method in METHODS else None)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("1 − cos(grad, BPTT grad), floor 1e-9")
-    ax.set_title(f"{run['label']} ({run['config']['num_epochs']} epochs)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  checkpoints.atomic_savefig(fig, path, dpi=110)
-  plt.close(fig)
+  """Figure 1: one panel per run (task), each method's alignment with BPTT per epoch."""
+  plots.alignment_figure([(f"{run['label']} ({run['config']['num_epochs']} epochs)",
+                           {m: d["alignment"] for m, d in run["methods"].items()}) for run in runs], path)
 
 
 def main():

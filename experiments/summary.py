@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from experiments import recipes
 from experiments.progress import fmt_time
 from experiments.trainer import method_options
 from rhel_jax.methods import METHODS
@@ -77,6 +78,10 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
                  + (" (rhel_jax.default_eps)" if config.method.eps is None else ""))
   if getattr(task, "sizes", None):
     lines.append(f"- split sizes: {task.sizes}")
+  tuned = [m for m in config.methods if recipes.fields(config, m)]
+  lines += [f"- {m}'s own recipe (`config.recipes.{m}`): {recipes.describe(config, m)}" for m in tuned]
+  if tuned:
+    lines.append("- every other method: the shared recipe (`config.train`, `config.method`)")
   lines += ["", head,
            "|" + "---|" * (len(metric_cols) + 4)]
   for row in rows:

@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from experiments import checkpoints, sweep
+from experiments import checkpoints, plots, recipes, sweep
 from experiments.config_check import validate_config
 from experiments.optim import make_optimizer  # noqa: F401  (part of this module's interface)
 from experiments.progress import Interrupted, Progress, StopFlag  # noqa: F401
@@ -208,7 +208,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
   stop = StopFlag()
   for method in config.methods:
     with stop.installed():
-      finals = train_method(config, task, method, workdir / method, dtype, progress, stop, mesh, setting_dirs)
+      finals = train_method(recipes.apply(config, method), task, method, workdir / method, dtype, progress, stop,
+                            mesh, setting_dirs)
     for per_setting, final in zip(results, finals):
       per_setting[method] = final
     # Rewritten after every method, so a long run shows the finished methods early.
@@ -218,17 +219,27 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
     for i, s in enumerate(all_settings):
       rows = summarize(results[i], task.summary_metrics)
       if setting_dirs:
-        text = results_markdown(sweep.setting_config(config, s), rows, task, command, revision) + in_progress
+        text = (results_markdown(sweep.setting_config(config, s), rows, task, command, revision)
+                + figures_markdown(setting_dirs[i], config, task, list(results[i])) + in_progress)
         checkpoints.atomic_write_text(setting_dirs[i] / "results.md", text)
         checkpoints.atomic_write_text(setting_dirs[i] / "results.json", json.dumps(rows, indent=1))
         rows = [{"setting": s.label, **r} for r in rows]
       all_rows += rows
     text = (sweep_markdown(config, all_settings, all_rows, task, command, revision) if setting_dirs
-            else results_markdown(config, all_rows, task, command, revision)) + in_progress
+            else results_markdown(config, all_rows, task, command, revision)
+            + figures_markdown(workdir, config, task, list(results[0]))) + in_progress
     checkpoints.atomic_write_text(workdir / "results.md", text)
     checkpoints.atomic_write_text(workdir / "results.json", json.dumps(all_rows, indent=1))
   print(text, flush=True)
   return all_rows
+
+
+def figures_markdown(workdir: pathlib.Path, config, task, methods: list[str]) -> str:
+  """Writes the run's pictures into ``workdir`` and returns the markdown that shows them."""
+  lines = []
+  for caption, name in plots.run_figures(workdir, config, task, methods):
+    lines += ["", f"{caption}:", "", f"![{caption}]({name})"]
+  return "\n".join(lines) + "\n" if lines else ""
 
 
 def sweep_markdown(config, all_settings, rows: list[dict], task, command: str, revision: str) -> str:

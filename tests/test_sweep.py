@@ -4,9 +4,10 @@ import json
 import pathlib
 
 from absl.testing import absltest, parameterized
+import ml_collections
 import numpy as np
 
-from experiments import probe_table, sweep, train
+from experiments import probe_table, recipes, sweep, train
 from tests.test_experiments import _TempDirs, tiny_config
 
 
@@ -98,6 +99,57 @@ class SweepTest(_TempDirs, parameterized.TestCase):
     config = tiny_config()
     config.sweep = grid
     with self.assertRaisesRegex(ValueError, message):
+      train.validate_config(config)
+
+
+
+class RecipeTest(_TempDirs, parameterized.TestCase):
+
+  def test_a_method_trains_with_its_recipe_and_the_others_with_the_shared_one(self):
+    config = tiny_config(methods=("bptt", "eprop"), num_epochs=2, alignment_epochs=())
+    config.recipes.eprop = ml_collections.ConfigDict({"train": {"lr": 1e-3, "lr_scale": {"B": 0.1}}})
+    both = pathlib.Path(self.tmp())
+    train.run_experiment(config, both)
+    # Each row equals the run of that method alone at the recipe it names.
+    for method, overrides in (("bptt", {}), ("eprop", {"train.lr": 1e-3, "train.lr_scale.B": 0.1})):
+      alone = pathlib.Path(self.tmp())
+      train.run_experiment(tiny_config(methods=(method,), num_epochs=2, alignment_epochs=(), **overrides), alone)
+      self.assertEqual((both / method / "final.json").read_text(), (alone / method / "final.json").read_text(),
+                       method)
+    text = (both / "results.md").read_text()
+    self.assertIn("- eprop's own recipe (`config.recipes.eprop`): lr=0.001, lr_scale.B=0.1", text)
+    self.assertEqual(recipes.describe(config, "bptt"), "shared")
+
+  def test_a_workdir_from_before_recipes_resumes(self):
+    workdir = pathlib.Path(self.tmp())
+    config = tiny_config()
+    train.prepare_workdir(config, workdir, overwrite=False)
+    saved = json.loads((workdir / "config.json").read_text())
+    del saved["recipes"], saved["sweep"]  # as written before either field existed
+    (workdir / "config.json").write_text(json.dumps(saved))
+    train.prepare_workdir(config, workdir, overwrite=False)
+    config.recipes.eprop = ml_collections.ConfigDict({"train": {"lr": 1e-3}})
+    with self.assertRaisesRegex(ValueError, r"different config \(fields \['recipes.eprop'\]"):
+      train.prepare_workdir(config, workdir, overwrite=False)
+
+  @parameterized.parameters(
+      ({"rnn": {"train": {"lr": 1e-3}}}, r"config\.recipes\.rnn: unknown method"),
+      ({"eprop": {"model": {"dt": 0.1}}}, r"config\.recipes\.eprop\.model\.dt: a recipe may set only train, method"),
+      ({"eprop": {"train": {"lrr": 1e-3}}}, r"config\.recipes\.eprop\.train\.lrr: no such config field"),
+      ({"eprop": {"train": {"lr": -1.0}}}, r"config\.recipes\.eprop: config\.train\.lr must be a number > 0"),
+      ({"eprop": {"train": {"lr_scale": {"V": 1.0}}}}, r"config\.recipes\.eprop\.train\.lr_scale\.V: no such"),
+  )
+  def test_bad_recipes_are_refused_by_name(self, recipe, message):
+    config = tiny_config(methods=("bptt", "eprop"))
+    config.recipes = ml_collections.ConfigDict(recipe)
+    with self.assertRaisesRegex(ValueError, message):
+      train.validate_config(config)
+
+  def test_a_sweep_may_not_sweep_a_field_a_recipe_sets(self):
+    config = tiny_config(methods=("bptt", "eprop"))
+    config.recipes.eprop = ml_collections.ConfigDict({"train": {"lr": 1e-3}})
+    config.sweep = {"train.lr": (1e-3, 3e-3)}
+    with self.assertRaisesRegex(ValueError, r"config\.sweep sweeps \['train\.lr'\], which config\.recipes\.eprop"):
       train.validate_config(config)
 
 

@@ -18,6 +18,8 @@ class Task:
     summary_metrics: the metrics ``results.md`` shows, primary first.
     fraction_metrics: those of ``summary_metrics`` shown as percentages.
     paper_table1: the seed paper's Table 1 entries for the task, by method (for the report).
+    per_step_metric: a metric of :meth:`metrics` that is a vector over steps (plotted per step in
+      ``results.md``), or None; ``per_step_chance``: its chance level, or None.
   Instance attributes (set by ``from_config``): ``n_in``, ``n_out``, ``seq_len`` (the test
   length), ``steps_per_epoch``, ``sizes`` (split sizes, or None).
   """
@@ -27,6 +29,8 @@ class Task:
   summary_metrics: ClassVar[tuple[str, ...]]
   fraction_metrics: ClassVar[tuple[str, ...]] = ()
   paper_table1: ClassVar[dict[str, str]] = {}
+  per_step_metric: ClassVar[str | None] = None
+  per_step_chance: ClassVar[float | None] = None
   sizes = None
 
   @classmethod

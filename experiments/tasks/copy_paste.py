@@ -100,6 +100,8 @@ class CopyPaste(Task):
   primary_metric = "bit_acc"
   summary_metrics = ("bit_acc", "pattern_acc", "loss_vs_memoryless")
   fraction_metrics = ("bit_acc", "pattern_acc")
+  per_step_metric = "acc_by_step"  # recall accuracy at each step of the recall window
+  per_step_chance = 0.5
   paper_table1 = {"bptt": "99.46 ± 0.05", "rhel": "99.36 ± 0.02", "eprop": "77.77 ± 0.25", "tbptt": "55.44 ± 6.14"}
 
   def __init__(self, task: CopyTask, *, batch_size: int, eval_size: int, probe_size: int, steps_per_epoch: int,
