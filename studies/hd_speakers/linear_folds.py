@@ -17,11 +17,11 @@ import pathlib
 
 import numpy as np
 
-from benchmarks import hd_cli
 from data import hd_loader
 from data.heidelberg_digits import build
 from experiments import checkpoints, heidelberg_digits
 from experiments.workdir import git_revision
+from studies.hd_speakers import cli
 
 FEATURE_SETS = {  # name -> HDConfig options on top of the dev config's features
     "plain log-mels": {},
@@ -50,7 +50,7 @@ def main():
   args = parser.parse_args()
   from sklearn.linear_model import LogisticRegression
   from threadpoolctl import threadpool_limits  # a scikit-learn dependency
-  source = str(hd_cli.dev_corpus())
+  source = str(cli.dev_corpus())
   data = heidelberg_digits.get_config("dev").data
   base = dict(sample_rate=data.sample_rate, n_mels=data.n_mels, win_ms=data.win_ms, hop_ms=data.hop_ms,
               time_downsample=data.time_downsample, num_validation_speakers=0)

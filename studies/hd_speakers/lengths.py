@@ -17,9 +17,9 @@ import pathlib
 
 import numpy as np
 
-from benchmarks import hd_cli
 from experiments import checkpoints, hd_data, heidelberg_digits
 from experiments.workdir import git_revision
+from studies.hd_speakers import cli
 
 
 def lengths(trim_db: float) -> list[dict]:
@@ -43,10 +43,10 @@ def lengths(trim_db: float) -> list[dict]:
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", type=pathlib.Path, required=True)
-  parser.add_argument("--trim_db", type=hd_cli.comma_list(float, "numbers >= 0"), default=(0.0, 30.0),
+  parser.add_argument("--trim_db", type=cli.comma_list(float, "numbers >= 0"), default=(0.0, 30.0),
                       help="comma-separated data.trim_db values (0 = untrimmed)")
   args = parser.parse_args()
-  hd_cli.dev_corpus()  # exits with a message when there is none
+  cli.dev_corpus()  # exits with a message when there is none
   trims = args.trim_db
   if min(trims) < 0:
     parser.error(f"--trim_db: comma-separated numbers >= 0, got {','.join(map(str, trims))!r}")

@@ -38,12 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks import hd_cli
 from experiments import checkpoints, heidelberg_digits, optim, trainer
 from experiments.tasks.heidelberg_digits import HeidelbergDigits
 from experiments.workdir import git_revision
 from rhel_jax import losses
 from rhel_jax.nn import HamiltonianRNN
+from studies.hd_speakers import cli
 
 
 class GRUClassifier(nnx.Module):
@@ -131,21 +131,21 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", type=pathlib.Path, required=True)
   parser.add_argument("--network", choices=("gru", "hamiltonian"), default="gru")
-  parser.add_argument("--hidden", type=hd_cli.comma_list(int, "positive ints"), default=(128,),
+  parser.add_argument("--hidden", type=cli.comma_list(int, "positive ints"), default=(128,),
                       help="layer widths, comma-separated (a stack: hamiltonian only)")
   parser.add_argument("--num_seeds", type=int, default=3)
   parser.add_argument("--seed", type=int, default=1000)
-  parser.add_argument("--folds", type=hd_cli.comma_list(int, "speaker numbers"), default=(0, 1, 2),
+  parser.add_argument("--folds", type=cli.comma_list(int, "speaker numbers"), default=(0, 1, 2),
                       help="training speakers to hold out, one fold each")
   parser.add_argument("--protocol", action="store_true", help="train on every training speaker, score the test split")
   parser.add_argument("--corpus", default=None,
                       help="another corpus in HD's layout (default: the dev corpus under $RHEL_JAX_SHARED)")
-  parser.add_argument("--set", type=hd_cli.config_override, action="append", default=[], metavar="FIELD=VALUE",
+  parser.add_argument("--set", type=cli.config_override, action="append", default=[], metavar="FIELD=VALUE",
                       help="change a field of the dev config, e.g. --set data.cmvn=meanvar (repeatable)")
   args = parser.parse_args()
   config = heidelberg_digits.get_config("dev")
-  config.data.manual_dir = str(hd_cli.dev_corpus(args.corpus, flag="--corpus"))
-  hd_cli.apply_overrides(config, args.set)
+  config.data.manual_dir = str(cli.dev_corpus(args.corpus, flag="--corpus"))
+  cli.apply_overrides(config, args.set)
   widths = args.hidden
   if args.num_seeds < 1:
     parser.error(f"--num_seeds must be >= 1, got {args.num_seeds}")
@@ -168,7 +168,7 @@ def main():
     for s, c in enumerate(correct):
       rows.append({"seed": s, "test_accuracy": float(c.mean()), "held_out_accuracy": float(c[held_out].mean()),
                    "held_out_speakers": names, **tag})
-    cell = lambda key: hd_cli.percent([r[key] for r in rows])
+    cell = lambda key: cli.percent([r[key] for r in rows])
     lines = [head + f", the dev protocol on `{config.data.manual_dir}`:", "",
              f"| speaker {names} (held out) (n={int(held_out.sum())}) | whole test split (n={len(held_out)}) |",
              "|---|---|", f"| {cell('held_out_accuracy')} | {cell('test_accuracy')} |"]
@@ -182,7 +182,7 @@ def main():
   lines = [head + ", leave-one-speaker-out over the dev corpus's training speakers:", "",
            "| " + " | ".join(f"speaker {k:02d}" for k in speakers) + " | mean |",
            "|" + "---|" * (len(speakers) + 1),
-           "| " + " | ".join(hd_cli.percent_row(list(per_fold.values()))) + " |"]
+           "| " + " | ".join(cli.percent_row(list(per_fold.values()))) + " |"]
   print(checkpoints.write_report(args.out, f"{args.network}_folds", lines, rows))
 
 if __name__ == "__main__":

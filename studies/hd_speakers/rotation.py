@@ -23,10 +23,10 @@ import pathlib
 import subprocess
 import sys
 
-from benchmarks import hd_cli
 from data import heidelberg_digits as hd
 from experiments import checkpoints
 from experiments.workdir import git_revision
+from studies.hd_speakers import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -63,13 +63,13 @@ def main():
   parser.add_argument("--corpus", default=None,
                       help="a corpus in HD's layout (default: the dev corpus under $RHEL_JAX_SHARED)")
   parser.add_argument("--runs", type=pathlib.Path, default=pathlib.Path("runs/hd_speaker_rotation"))
-  parser.add_argument("--speakers", type=hd_cli.comma_list(int, "speaker numbers"), default=(0, 1, 2, 3),
+  parser.add_argument("--speakers", type=cli.comma_list(int, "speaker numbers"), default=(0, 1, 2, 3),
                       help="speakers to hold out, one run each")
   parser.add_argument("--methods", default="bptt")
   parser.add_argument("--num_seeds", type=int, default=5)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
-  corpus, speakers = hd_cli.dev_corpus(args.corpus, flag="--corpus"), args.speakers
+  corpus, speakers = cli.dev_corpus(args.corpus, flag="--corpus"), args.speakers
   methods = [m for m in args.methods.split(",") if m]
   rows = []
   for k in speakers:
@@ -86,7 +86,7 @@ def main():
            "|---|" + "---|" * (len(speakers) + 1)]
   for m in methods:
     per = [[r["accuracy"] for r in rows if r["method"] == m and r["held_out"] == k] for k in speakers]
-    lines.append(f"| {m} | " + " | ".join(hd_cli.percent_row(per)) + " |")
+    lines.append(f"| {m} | " + " | ".join(cli.percent_row(per)) + " |")
   print(checkpoints.write_report(args.out, "rotation", lines, rows))
 
 

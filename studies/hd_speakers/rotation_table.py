@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from benchmarks import hd_cli
 from experiments import checkpoints
 from experiments.workdir import git_revision
+from studies.hd_speakers import cli
 
 
 def read_rotation(directory: pathlib.Path) -> dict[str, dict[int, list[float]]]:
@@ -64,7 +64,7 @@ def main():
     missing = [k for k in speakers if k not in per]
     if missing:
       raise SystemExit(f"{source}: no results for held-out speaker(s) {missing}")
-    lines.append(f"| {label} | " + " | ".join(hd_cli.percent_row([per[k] for k in speakers])) + f" | `{source}` |")
+    lines.append(f"| {label} | " + " | ".join(cli.percent_row([per[k] for k in speakers])) + f" | `{source}` |")
     rows += [{"network": label, "held_out": k, "seed": s, "accuracy": a}
              for k in speakers for s, a in enumerate(per[k])]
   print(checkpoints.write_report(args.out, "rotation_table", lines, rows))
