@@ -1,6 +1,6 @@
 """Test accuracy of finished Heidelberg Digits runs, per speaker of the test split.
 
-    python -m benchmarks.hd_by_speaker runs/hd_dev_final_a runs/hd_dev_final_b --out docs/results/hd_dev_by_speaker
+    python -m studies.hd_speakers.by_speaker runs/hd_dev_v4_a runs/hd_dev_v4_b --out docs/results/table1_heidelberg_digits/dev_by_speaker
 
 HD's test split mixes the test-only speakers (the speaker-held-out part: HD's 4 and 5, the dev
 corpus's 03) with ~5 % of every training speaker's recordings. This evaluates each method's final

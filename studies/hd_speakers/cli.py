@@ -1,4 +1,4 @@
-"""Pieces the HD dev-corpus benchmarks share: which corpus, comma-separated lists, ``--set`` overrides,
+"""Pieces the HD speaker study's modules share: which corpus, comma-separated lists, ``--set`` overrides,
 and the accuracy cells of their tables."""
 from __future__ import annotations
 

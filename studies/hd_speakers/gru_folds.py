@@ -1,6 +1,6 @@
 """A GRU reference on the HD dev corpus's leave-one-speaker-out folds, with the dev recipe.
 
-    RHEL_JAX_SHARED=/path/to/shared python -m benchmarks.hd_gru_folds --out docs/results/hd_gru_folds
+    RHEL_JAX_SHARED=/path/to/shared python -m studies.hd_speakers.gru_folds --out studies/hd_speakers/results/gru_folds
 
 Is the folds' plateau (about 54 % for every setting tried) a limit of the Hamiltonian network or
 of the data and recipe? This trains a standard gated RNN, flax's ``nnx.GRUCell`` (N hidden units,
@@ -21,12 +21,12 @@ model plateaus? Writes ``hamiltonian_folds.md`` / ``.jsonl``.
 ``--protocol``: the dev protocol itself instead (all three training speakers train, 5 seeds of root
 0 as ``experiments.main``), scored on the test split and on its held-out speaker 03 alone, as the
 Hamiltonian network's protocol is in docs/results.md: a reference point, not a choice. ``--corpus``
-runs it on another corpus in HD's layout, e.g. one that ``benchmarks.hd_speaker_rotation`` wrote.
+runs it on another corpus in HD's layout, e.g. one that ``studies.hd_speakers.rotation`` wrote.
 ``--set FIELD=VALUE`` (repeatable) changes a field of the dev config first, e.g. ``--set data.cmvn=meanvar``
 for another recipe; docs/results.md has the issue's CMVN GRU run this way.
 
-    RHEL_JAX_SHARED=/path/to/shared python -m benchmarks.hd_gru_folds --protocol --num_seeds 5 --seed 0 \
-        --out docs/results/hd_gru_protocol
+    RHEL_JAX_SHARED=/path/to/shared python -m studies.hd_speakers.gru_folds --protocol --num_seeds 5 --seed 0 \
+        --out docs/results/hd_held_out_speakers/gru/dev_protocol
 """
 from __future__ import annotations
 

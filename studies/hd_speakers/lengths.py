@@ -1,6 +1,6 @@
 """Utterance length per speaker of the HD dev corpus, with and without silence trimming.
 
-    RHEL_JAX_SHARED=/path/to/shared python -m benchmarks.hd_lengths --trim_db 0,30 --out docs/results/hd_lengths
+    RHEL_JAX_SHARED=/path/to/shared python -m studies.hd_speakers.lengths --trim_db 0,30 --out studies/hd_speakers/results/lengths
 
 The Hamiltonian network is conservative: nothing damps it, so the input during the silence before
 a word keeps moving its state, and the state at the word's start depends on how long that lasted.

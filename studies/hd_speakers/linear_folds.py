@@ -1,6 +1,6 @@
 """A linear reference for the HD dev corpus's leave-one-speaker-out folds, per feature set.
 
-    RHEL_JAX_SHARED=/path/to/shared python -m benchmarks.hd_linear_folds --out docs/results/hd_linear_folds
+    RHEL_JAX_SHARED=/path/to/shared python -m studies.hd_speakers.linear_folds --out studies/hd_speakers/results/linear_folds
 
 How hard is generalising from two speakers to a third, whatever the recurrent network? For each
 feature set, each fold holds one of the training speakers 00-02 out (the test speaker 03 is never

@@ -1,6 +1,7 @@
 """Each speaker of an HD-layout corpus held out in turn: what the `dev` config gives on a new voice.
 
-    RHEL_JAX_SHARED=/path/to/shared python -m benchmarks.hd_speaker_rotation --out docs/results/hd_speaker_rotation
+    RHEL_JAX_SHARED=/path/to/shared python -m studies.hd_speakers.rotation --runs runs/hd_speaker_rotation_v4 \
+        --out docs/results/hd_held_out_speakers/hamiltonian_bptt
 
 The dev protocol scores one unseen speaker (03), and a single voice says little about the next
 one. This measures the frozen `dev` config (nothing is chosen here) with every speaker of the

@@ -1,11 +1,11 @@
 """One table of held-out-speaker accuracies from several speaker-rotation measurements.
 
-    python -m benchmarks.hd_rotation_table \\
-        --row "Hamiltonian, dev config=docs/results/hd_speaker_rotation" \\
-        --row "GRU, dev recipe=docs/results/hd_gru_rotation" --out docs/results/hd_rotation_table
+    python -m studies.hd_speakers.rotation_table \\
+        --row "Hamiltonian, dev config=docs/results/hd_held_out_speakers/hamiltonian_bptt" \\
+        --row "GRU, dev recipe=docs/results/hd_held_out_speakers/gru" --out DIR
 
-Each ``--row LABEL=DIR`` reads either a ``benchmarks.hd_speaker_rotation`` output (``DIR/rotation.jsonl``,
-one table row per method in it) or the ``benchmarks.hd_gru_folds --protocol`` outputs of a rotation
+Each ``--row LABEL=DIR`` reads either a ``studies.hd_speakers.rotation`` output (``DIR/rotation.jsonl``,
+one table row per method in it) or the ``studies.hd_speakers.gru_folds --protocol`` outputs of a rotation
 (``DIR/held_out_<k>/*_protocol.jsonl``, one per held-out speaker ``k``). Writes ``rotation_table.md``
 (mean ± std over seeds per held-out speaker, and the mean over speakers) and ``rotation_table.jsonl``
 (one row per table row, speaker and seed).
