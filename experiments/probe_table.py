@@ -45,7 +45,8 @@ def load_probe(workdir: pathlib.Path) -> list[dict]:
     epochs = sorted({r["epoch"] for r in rows})
     curve = np.array([np.mean([r[primary] for r in rows if r["epoch"] == e]) for e in epochs])
     last = [r for r in rows if r["epoch"] == epochs[-1]]
-    by_step = [r[f"test_{task.per_step_metric}"] for r in last if f"test_{task.per_step_metric}" in r]
+    step_key = f"test_{task.per_step_metric}" if task.per_step_metric else None
+    by_step = [r[step_key] for r in last if step_key in r]
     out.append({
         "name": workdir.name, "task": task.name, "method": method, "command": first["command"],
         "revision": first["revision"], "seeds": config["num_seeds"], "root_seed": config["seed"],
