@@ -135,7 +135,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.data.require_manual_dir = True
     c.data.num_classes = 10
     c.data.num_validation_speakers = 0
-    # Chosen on the leave-one-speaker-out folds (docs/hd_features.md, docs/results/hd_probes): the max
+    # Chosen on the leave-one-speaker-out folds (docs/hd_features.md, studies/hd_speakers/results/fold_probes): the max
     # over time of the logits, deltas, VTLP + time-stretch augmentation and 50 epochs took the folds'
     # mean from 39.6 % (time-averaged logits of the plain log-mels) to 54.5 %.
     c.task.pooling = "max"

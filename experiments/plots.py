@@ -167,6 +167,6 @@ def run_figures(workdir: pathlib.Path, config, task, methods: list[str]) -> list
     if by_method:
       name = f"{per_step}.png"
       per_step_figure(config.name, by_method, workdir / name, ylabel=f"{per_step} (%)",
-                      chance=getattr(task, "per_step_chance", None))
+                      chance=task.chance_level)
       out.append((f"{per_step} of the final networks, mean over seeds", name))
   return out

@@ -1,10 +1,11 @@
 """Table 1 and Figure 1 of the paper from run workdirs.
 
-    python -m experiments.report runs/copy_paste_full runs/heidelberg_digits_full --out docs/results/report
+    python -m experiments.report runs/<run> [runs/<other run> ...] --out DIR
 
 Several workdirs of one config (its methods split over processes) are merged. Runs of one task
-under different configs (e.g. Heidelberg Digits' ``dev`` and ``hard`` variants) get a column
-each, labelled with the config's name.
+under different configs (e.g. two variants of one experiment) get a column each, labelled with
+the config's name. Everything task-specific (the primary metric, the paper's entry per method,
+a per-step metric's table) comes from the :class:`experiments.tasks.Task` interface.
 
 Writes ``table1.md`` and ``table1.csv`` (final test accuracy, mean ± std over the seeds that did
 not diverge; methods x tasks) and ``figure1.png`` (cosine of each method's gradient with BPTT's
@@ -24,7 +25,7 @@ import pathlib
 import numpy as np
 
 from experiments import checkpoints, plots, tasks
-from experiments.summary import mean_std, recall_by_step_lines
+from experiments.summary import mean_std, per_step_lines
 from experiments.workdir import with_added_fields
 from rhel_jax.methods import METHODS
 
@@ -138,19 +139,23 @@ def table1(runs: list[dict]) -> tuple[str, str]:
   lines = [head, "|---|" + "---|---|---|" * len(labels)]
   for method in methods:
     row = [f"{cells.get((method, r['label']), 'not started')} | "
-           f"{tasks.get(r['task']).paper_table1.get(_paper_name(method), '-')} | "
+           f"{tasks.get(r['task']).paper_table1.get(method, '-')} | "
            f"{_fmt_hours(walls.get((method, r['label']), math.nan))}" for r in runs]
     lines.append(f"| {method} | " + " | ".join(row) + " |")
-  lines += ["", "Mean ± std over seeds of the final test accuracy (%): per-bit recall accuracy for "
-            "Copy-Paste, 20-way accuracy for Heidelberg Digits (10-way on a 10-class corpus such as the dev "
-            "variant's). `readout` trains only the readout of the "
+  described = dict.fromkeys(tasks.get(r["task"]).primary_description for r in runs)
+  lines += ["", "Mean ± std over seeds of the final test accuracy (%): " + ", ".join(d for d in described if d)
+            + ". `readout` trains only the readout of the "
             "untrained network (the memory floor; not in the paper). Wall time: the method's training, all "
             "seeds at once, one CPU core unless the run says otherwise. Runs: " +
             ", ".join(f"`{r['workdir']}` ({r['config']['num_epochs']} epochs)" for r in runs) + "."]
   for r in runs:
-    by_step = {m: np.mean(np.asarray(d["final"]["test_acc_by_step"])[~np.asarray(d["final"]["diverged"], bool)], 0)
-               for m, d in r["methods"].items() if "test_acc_by_step" in d["final"]}
-    lines += recall_by_step_lines(by_step, f"{r['label']}: recall accuracy")
+    task = tasks.get(r["task"])
+    if not task.per_step_metric:
+      continue
+    key = f"test_{task.per_step_metric}"
+    by_step = {m: np.mean(np.asarray(d["final"][key])[~np.asarray(d["final"]["diverged"], bool)], 0)
+               for m, d in r["methods"].items() if key in d["final"]}
+    lines += per_step_lines(by_step, f"{r['label']}: {task.per_step_caption}", task.per_step_prefix)
   return "\n".join(lines) + "\n", out.getvalue()
 
 
@@ -158,11 +163,6 @@ def _fmt_hours(seconds: float) -> str:
   if math.isnan(seconds):
     return "-"
   return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
-
-
-def _paper_name(method: str) -> str:
-  # The paper reports one RHEL row; both of our estimators are compared against it.
-  return "rhel" if method.startswith("rhel") else method
 
 
 def alignment_summary(run: dict) -> dict[str, dict[int, tuple[float, float, int]]]:

@@ -39,7 +39,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import checkpoints, plots, recipes, report, tasks
-from experiments.summary import mean_std, recall_by_step_lines
+from experiments.summary import mean_std, per_step_lines
 
 DEFAULT_CONFIGS = {"copy_paste": "experiments/copy_paste.py", "heidelberg_digits": "experiments/heidelberg_digits.py"}
 # Rough single-core cost of one optimizer step of one seed at T=400, batch 64, N=64, float32, in
@@ -233,7 +233,7 @@ def write_outputs(entries: list[Entry], root: pathlib.Path, command: str) -> str
     method = row.split(" ")[0]
     parts = []
     for t in task_names:
-      paper = tasks.get(t).paper_table1.get("rhel" if method.startswith("rhel") else method, "-")
+      paper = tasks.get(t).paper_table1.get(method, "-")
       parts.append(f"{cells.get((row, t), '-')} | {paper if row == method else '-'} | {recipe_of.get((row, t), '-')}")
     lines.append(f"| {row} | " + " | ".join(parts) + " |")
   lines += ["", "Mean ± std over seeds of the final test accuracy (%). `readout` trains only the readout of the "
@@ -246,9 +246,13 @@ def write_outputs(entries: list[Entry], root: pathlib.Path, command: str) -> str
     if tuned:
       merged += report.merge_runs(tuned)
   for run in merged:
-    by_step = {m: np.mean(np.asarray(d["final"]["test_acc_by_step"])[~np.asarray(d["final"]["diverged"], bool)], 0)
-               for m, d in run["methods"].items() if "test_acc_by_step" in d["final"]}
-    lines += recall_by_step_lines(by_step, f"{run['label']}: recall accuracy")
+    task = tasks.get(run["task"])
+    if not task.per_step_metric:
+      continue
+    key = f"test_{task.per_step_metric}"
+    by_step = {m: np.mean(np.asarray(d["final"][key])[~np.asarray(d["final"]["diverged"], bool)], 0)
+               for m, d in run["methods"].items() if key in d["final"]}
+    lines += per_step_lines(by_step, f"{run['label']}: {task.per_step_caption}", task.per_step_prefix)
   if any(r["methods"] for r in merged):
     lines += ["", "![Figure 1](figure1.png)", "", "![learning curves](curves.png)"]
     report.figure1([r for r in merged if r["methods"]], root / "figure1.png")
