@@ -77,6 +77,8 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
                  + (" (rhel_jax.default_eps)" if config.method.eps is None else ""))
   if getattr(task, "sizes", None):
     lines.append(f"- split sizes: {task.sizes}")
+  if getattr(task, "source", None):
+    lines.append(f"- data: {task.source}")
   lines += ["", head,
            "|" + "---|" * (len(metric_cols) + 4)]
   for row in rows:

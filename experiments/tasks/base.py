@@ -19,7 +19,8 @@ class Task:
     fraction_metrics: those of ``summary_metrics`` shown as percentages.
     paper_table1: the seed paper's Table 1 entries for the task, by method (for the report).
   Instance attributes (set by ``from_config``): ``n_in``, ``n_out``, ``seq_len`` (the test
-  length), ``steps_per_epoch``, ``sizes`` (split sizes, or None).
+  length), ``steps_per_epoch``, ``sizes`` (split sizes, or None), ``source`` (what made the data,
+  for ``results.md``, or None).
   """
   name: ClassVar[str]
   loss: ClassVar[str]
@@ -28,6 +29,7 @@ class Task:
   fraction_metrics: ClassVar[tuple[str, ...]] = ()
   paper_table1: ClassVar[dict[str, str]] = {}
   sizes = None
+  source = None
 
   @classmethod
   def validate_config(cls, config: ml_collections.ConfigDict) -> None:
