@@ -69,7 +69,11 @@ def _libc():
 
 
 def _paths() -> tuple[str, str]:
-  import espeakng_loader
+  try:
+    import espeakng_loader
+  except ImportError as e:
+    raise RuntimeError("the HD stand-in needs the espeakng-loader package (setup.cfg lists it: "
+                       "pip install -e .)") from e
   return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
 
 

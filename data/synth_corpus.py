@@ -53,8 +53,8 @@ TEST_SPEAKERS = (4, 5)
 SAMPLE_RATE = 48000
 METADATA_FILE = "synth_corpus.json"
 # For voices="many": English accents, and eSpeak NG variants (``espeak-ng --voices=variant``) that
-# sound like voices rather than robots. ("Mr serious" was "Mr" before eSpeak NG came from PyPI: no
-# such variant, which the espeak-ng program ignored silently; seed 0's 12 speakers never drew it.)
+# sound like voices rather than robots. ("Mr serious" was "Mr" until the variants were checked: no
+# such variant, which eSpeak NG ignores without an error; seed 0's 12 speakers never drew it.)
 EN_ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
               "en-us-nyc")
 MANY_VARIANTS = (
