@@ -5,7 +5,7 @@ No ``espeak-ng`` program is run, so ``pip install`` is the whole set-up.
 Every utterance runs in a freshly loaded copy of the library (dlopen, synthesise, dlclose: a few
 ms). eSpeak NG keeps synthesis state in function-level statics (the pitch-flutter phase, the gain
 control, the Klatt filters) that neither ``espeak_Initialize`` nor ``espeak_Terminate`` resets:
-with the library loaded once, saying the same word three times gives three different waveforms,
+with the library loaded once, saying the same word three times can give three different waveforms,
 even of different lengths. A fresh copy starts from the state the ``espeak-ng`` program starts
 from, one process per word, and both random generators that shape noise (eSpeak NG's own, and
 libc's ``rand``, which the breath noise uses) are seeded before each utterance, so the samples are a
