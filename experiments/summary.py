@@ -93,6 +93,8 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
                  + (" (rhel_jax.default_eps)" if config.method.eps is None else ""))
   if getattr(task, "sizes", None):
     lines.append(f"- split sizes: {task.sizes}")
+  if getattr(task, "source", None):
+    lines.append(f"- data: {task.source}")
   tuned = [m for m in config.methods if recipes.fields(config, m)]
   lines += [f"- {m}'s own recipe (`config.recipes.{m}`): {recipes.describe(config, m)}" for m in tuned]
   if tuned:

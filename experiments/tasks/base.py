@@ -29,7 +29,8 @@ class Task:
     chance_level, target_level: the primary metric at chance and a level worth marking (plots of
       its curves start just below the first and draw a line at the second); None when not fixed.
   Instance attributes (set by ``from_config``): ``n_in``, ``n_out``, ``seq_len`` (the test
-  length), ``steps_per_epoch``, ``sizes`` (split sizes, or None).
+  length), ``steps_per_epoch``, ``sizes`` (split sizes, or None), ``source`` (what made the data,
+  for ``results.md``, or None).
   """
   name: ClassVar[str]
   loss: str | Callable[[Array, Array, Array], Array]
@@ -44,6 +45,7 @@ class Task:
   chance_level: ClassVar[float | None] = None
   target_level: ClassVar[float | None] = None
   sizes = None
+  source = None
 
   @classmethod
   def validate_config(cls, config: ml_collections.ConfigDict) -> None:

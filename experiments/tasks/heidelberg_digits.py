@@ -35,10 +35,12 @@ class HeidelbergDigits(Task):
   def from_config(cls, config: ml_collections.ConfigDict, dtype) -> "HeidelbergDigits":
     from experiments import hd_data
     arrays = hd_data.load(config.data)
-    return cls(arrays, batch_size=config.batch_size, probe_size=config.alignment_batch_size,
+    task = cls(arrays, batch_size=config.batch_size, probe_size=config.alignment_batch_size,
                steps_per_epoch=config.steps_per_epoch, n_out=hd_data.num_classes(config.data, arrays),
                eval_split=hd_data.eval_split(config.data), augment=hd_augment.from_config(config.data),
                pooling=config.task.pooling, label_smoothing=config.task.label_smoothing, dtype=dtype)
+    task.source = hd_data.source_label(config.data)
+    return task
 
   @classmethod
   def validate_config(cls, config: ml_collections.ConfigDict) -> None:
