@@ -59,7 +59,7 @@ class Entry:
   config_spec: str
   workdir: pathlib.Path
   recipe: str
-  estimate_seconds: float
+  estimate_seconds: Optional[float]  # None: unknown before the run has timed an epoch
 
   @property
   def row(self) -> str:
@@ -81,17 +81,27 @@ def load_config(spec: str):
   return module.get_config(variant) if variant else module.get_config()
 
 
-def estimate(config, method: str, shared_recipe: bool = False) -> float:
-  """Seconds of one core for ``method`` on ``config``'s protocol (rough; see SECONDS_PER_SEED_STEP)."""
+def estimate(config, method: str, shared_recipe: bool = False) -> Optional[float]:
+  """Seconds of one core for ``method`` on ``config``'s Copy-Paste protocol (rough; see
+  SECONDS_PER_SEED_STEP); None for other tasks, whose step count depends on their data."""
   c = config if shared_recipe else recipes.apply(config, method)
+  if c.task.name != "copy_paste":
+    return None
   per_step = SECONDS_PER_SEED_STEP.get(method, SECONDS_PER_SEED_STEP["bptt"])
   if method == "eprop" and c.method.eprop_online:
     per_step *= EPROP_ONLINE_FACTOR
-  if c.task.name == "copy_paste":
-    scale = (c.task.seq_len / 400) * (c.batch_size / 64) * (c.model.num_hidden / 64) ** 2
-    return per_step * scale * c.num_epochs * c.steps_per_epoch * c.num_seeds
-  # Other tasks: about 2 minutes of BPTT for the HD dev protocol (docs/results.md), per 50 epochs.
-  return 120.0 * (per_step / SECONDS_PER_SEED_STEP["bptt"]) * c.num_epochs / 50
+  scale = (c.task.seq_len / 400) * (c.batch_size / 64) * (c.model.num_hidden / 64) ** 2
+  return per_step * scale * c.num_epochs * c.steps_per_epoch * c.num_seeds
+
+
+def remaining(entry: "Entry", num_epochs: int) -> Optional[float]:
+  """The entry's estimate, or from its own timing.jsonl once it has run an epoch: the mean epoch
+  times the epochs left."""
+  rows = checkpoints.read_jsonl(entry.workdir / entry.method / "timing.jsonl")
+  if not rows:
+    return entry.estimate_seconds
+  done = len({r["epoch"] for r in rows})
+  return float(np.mean([r["seconds"] for r in rows])) * max(num_epochs - done, 0)
 
 
 def plan(task_names: list[str], config_specs: dict[str, str], root: pathlib.Path,
@@ -114,18 +124,20 @@ def plan(task_names: list[str], config_specs: dict[str, str], root: pathlib.Path
   return entries
 
 
-def _fmt(seconds: float) -> str:
+def _fmt(seconds: Optional[float]) -> str:
+  if seconds is None:
+    return "unknown"
   return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def schedule(entries: list[Entry], processes: int) -> list[list[Entry]]:
-  """Longest first, each to the least loaded process."""
+  """Longest first (unknown lengths last), each to the least loaded process."""
   slots: list[list[Entry]] = [[] for _ in range(processes)]
   load = [0.0] * processes
-  for e in sorted(entries, key=lambda e: -e.estimate_seconds):
+  for e in sorted(entries, key=lambda e: -(e.estimate_seconds if e.estimate_seconds is not None else -1)):
     i = int(np.argmin(load))
     slots[i].append(e)
-    load[i] += e.estimate_seconds
+    load[i] += e.estimate_seconds or 0.0
   return slots
 
 
@@ -308,12 +320,17 @@ def main(argv):
   if _DRY_RUN.value:
     print(f"{len(entries)} runs on {processes} process(es) ({jax.default_backend()}):")
     print(f"| task | row | recipe | workdir | estimate (one core) | process |\n|---|---|---|---|---|---|")
+    left = {}
     for i, slot in enumerate(slots):
       for e in slot:
-        print(f"| {e.task} | {e.row} | {e.recipe} | {e.workdir} | {_fmt(e.estimate_seconds)} | {i} |")
-    longest = max(sum(e.estimate_seconds for e in s) for s in slots)
-    print(f"\nEstimated: {_fmt(longest)} of wall time on {processes} core(s) (rough, from the final Copy-Paste "
-          "protocol's timings on the 2-core CPU machine; runs already under way take less).")
+        left[id(e)] = remaining(e, load_config(e.config_spec).num_epochs)
+        print(f"| {e.task} | {e.row} | {e.recipe} | {e.workdir} | {_fmt(left[id(e)])} | {i} |")
+    longest = max(sum(left[id(e)] or 0.0 for e in s) for s in slots)
+    unknown = sum(v is None for v in left.values())
+    print(f"\nEstimated: {_fmt(longest)} of wall time on {processes} process(es)"
+          + (f", plus {unknown} run(s) of unknown length (a task whose steps depend on its data: the estimate "
+             "comes from a run's own timing once it has trained an epoch)" if unknown else "")
+          + ". Rough: from the final Copy-Paste protocol's timings, one core of the 2-core CPU machine each.")
     if extra:
       print(f"Every run also gets: {shlex.join(extra)}")
     return
