@@ -50,7 +50,6 @@ def make_train_step(method: str, model):
   """
   import dataclasses
   import jax
-  import jax.numpy as jnp
   import optax
   from rhel_jax.methods import METHODS as REGISTRY
   from rhel_jax.losses import bce
@@ -58,14 +57,12 @@ def make_train_step(method: str, model):
   if variant == "exact":
     model = dataclasses.replace(model, exact_reversible=True)
   spec = REGISTRY[method]
-  fn = spec.fn
-  options = {"eps": 1e-3} if "eps" in spec.option_names else {}
-  options = spec.resolve_options(options, jnp.float32, model)
+  grad_fn = spec.bind(model, bce, **({"eps": 1e-3} if "eps" in spec.option_names else {}))
   optimizer = optax.adam(1e-3)
 
   @jax.jit
   def step(params, opt_state, inputs, targets, mask):
-    loss, grads = fn(params, model, jnp.swapaxes(inputs, 0, 1), targets, mask, bce, **options)
+    loss, grads = grad_fn(params, inputs, targets, mask)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
   return step, optimizer

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Mapping, Optional, Union
+from typing import Callable, Mapping, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -215,10 +215,55 @@ def recurrent_drive(params: Params, model: ModelConfig, r: Array, u: Array) -> A
   return r @ symmetric(params["W"]) / model.beta + params["b"] + u @ params["B"]
 
 
+class Force(NamedTuple):
+  """dV/dphi at a point and the pieces it is built from, each (..., N); the learning rules reuse
+  the pieces (the Hebbian terms read ``r``, e-prop's traces ``rp`` and ``drive``)."""
+  dv: Array     # dV/dphi = alpha phi + rho'(phi) * drive (the force is its negative)
+  r: Array      # rho(phi)
+  rp: Array     # rho'(phi)
+  drive: Array  # Ws rho(phi) / beta + b + B^T u
+
+
+def force(params: Params, model: ModelConfig, phi: Array, u: Array, *,
+          coupling: Optional[Callable[[Array], Array]] = None) -> Force:
+  """The model's force, in closed form: every integrator step and learning rule calls this one.
+
+  Args:
+    phi: (..., N), where the force is evaluated (the leapfrog's midpoint).
+    u: (..., n_in), broadcastable against phi's leading dims.
+    coupling: ``fn(rho(phi)) -> Ws rho(phi) / beta`` in place of the plain product: e-prop
+      stop-gradients it; the exact mode's twin takes it from a matmul shared with its deviations.
+  Returns:
+    :class:`Force` ``(dv, r, rp, drive)``, each (..., N).
+  """
+  rho, rho_prime = model.activation()
+  # The order of phi's uses sets the order in which autodiff sums their cotangents, i.e. BPTT's
+  # round-off: rho, then the confining term, then rho'.
+  r = rho(phi)
+  confining = model.alpha * phi
+  rp = rho_prime(phi)
+  if coupling is None:
+    drive = recurrent_drive(params, model, r, u)
+  else:
+    drive = coupling(r) + params["b"] + u @ params["B"]
+  return Force(confining + rp * drive, r, rp, drive)
+
+
+def force_difference(model: ModelConfig, at: Force, dphi: Array, drp: Array, ddrive: Array) -> Array:
+  """``dV/dphi(phi + dphi) - dV/dphi(phi)`` without subtracting two O(1) numbers.
+
+      alpha dphi + d(rho') (drive + d(drive)) + rho'(phi) d(drive)
+
+  ``at`` is :func:`force` at ``phi``; ``drp = rho'(phi + dphi) - rho'(phi)`` and
+  ``ddrive = Ws d(rho) / beta`` come from :meth:`ModelConfig.activation_difference`, so the result
+  keeps full relative precision however small ``dphi`` is. Shapes: (..., N), broadcasting ``at``.
+  """
+  return model.alpha * dphi + drp * (at.drive + ddrive) + at.rp * ddrive
+
+
 def grad_potential(params: Params, model: ModelConfig, phi: Array, u: Array) -> Array:
   """dV/dphi (the force is its negative), evaluated in closed form. (..., N)."""
-  rho, rho_prime = model.activation()
-  return model.alpha * phi + rho_prime(phi) * recurrent_drive(params, model, rho(phi), u)
+  return force(params, model, phi, u).dv
 
 
 def readout(params: Params, model: ModelConfig, phi: Array) -> Array:

@@ -43,10 +43,10 @@ class ExactReversibilityTest(parameterized.TestCase):
     params, _, inputs, _, _ = make_problem(dtype=jnp.float32, steps=300)
     model = rhel_jax.ModelConfig(exact_reversible=True)
     inputs_tm = jnp.swapaxes(inputs, 0, 1)
-    final, ys, _ = forward_phase(params, model, inputs_tm)
+    final, ys, _, _ = forward_phase(params, model, inputs_tm)
     self.assertFalse(bool(jnp.all(final.phi == 0)))
     with mock.patch.object(grid, "_share_twin_matmul", lambda: share_matmul):
-      end, contrast, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys),
+      end, contrast, _, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys),
                                     jnp.zeros((2,), jnp.float32), jnp.array([1.0, -1.0]))
     # Back at the zero initial state, bit for bit, and the contrast of echo and forward phase is
     # exactly zero at every step (a float32 retrace would leave ~1e-5 of round-off here).
@@ -64,8 +64,8 @@ class ExactReversibilityTest(parameterized.TestCase):
 
     def run(key):
       params = rhel_jax.init_params(key, inputs.shape[-1], 32, 2, w_scale=0.5)
-      final, ys, _ = forward_phase(params, model, inputs_tm)
-      end, contrast, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys), jnp.zeros((2,), jnp.float32),
+      final, ys, _, _ = forward_phase(params, model, inputs_tm)
+      end, contrast, _, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys), jnp.zeros((2,), jnp.float32),
                                     jnp.array([1.0, -1.0], jnp.float32))
       return final, end, contrast
     final, end, contrast = jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(0), 3))

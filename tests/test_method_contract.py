@@ -96,9 +96,8 @@ class MethodContractTest(parameterized.TestCase):
   def test_jit_equals_eager(self, name):
     method = rhel_jax.METHODS[name]
     params, model, inputs, targets, mask = make_problem(steps=8)
-    options = method.resolve_options({}, params["W"].dtype, model)
     with jax.disable_jit():
-      want = method.fn(params, model, jnp.swapaxes(inputs, 0, 1), targets, mask, LOSSES["mse"], **options)
+      want = method.bind(model, "mse")(params, inputs, targets, mask)
     got = rhel_jax.gradient(name, params, model, inputs, targets, mask)
     # Only float reassociation may differ; the nudged estimators amplify it by ~1/eps (float64
     # round-off / eps 1e-5 ~ 2e-11 of the gradient's scale: an absolute 2e-12 on this problem was
