@@ -17,7 +17,7 @@ from rhel_jax.methods import METHODS
 def model_config(config) -> rhel_jax.ModelConfig:
   m = config.model
   return rhel_jax.ModelConfig(alpha=m.alpha, beta=m.beta, dt=m.dt, rho=m.rho,
-                              exact_reversible=m.exact_reversible, grid_bits=m.grid_bits)
+                              exact_reversible=m.exact_reversible, grid_bits=m.grid_bits, unroll=m.unroll)
 
 
 def method_options(config, method: str) -> dict:

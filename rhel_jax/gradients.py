@@ -103,7 +103,7 @@ def tbptt(params, model, inputs_tm, targets, mask, loss_fn, *, k=2):
       u, v = xs
       new, _ = leapfrog_step(p, model, s, u)
       return jax.tree.map(lambda a, b: jnp.where(v, a, b), new, s), None
-    end, _ = lax.scan(_inner, start, (us, valid))
+    end, _ = lax.scan(_inner, start, (us, valid), unroll=model.scan_unroll())
     return readout(p, model, end.phi), end
 
   def _step(carry, xs):
@@ -124,7 +124,7 @@ def tbptt(params, model, inputs_tm, targets, mask, loss_fn, *, k=2):
   carry0 = (s0, jnp.zeros((k, batch, n), dtype), jnp.zeros((k, batch, n), dtype),
             jnp.zeros((k, batch, n_in), dtype), jnp.zeros((k,), bool),
             jax.tree.map(jnp.zeros_like, dict(params)))
-  carry, _ = lax.scan(_step, carry0, (inputs_tm, dl_dy))
+  carry, _ = lax.scan(_step, carry0, (inputs_tm, dl_dy), unroll=model.scan_unroll())
   return loss, carry[-1]
 
 
@@ -191,7 +191,7 @@ def eprop(params, model, inputs_tm, targets, mask, loss_fn, *, online=True):
   zeros = lambda *shape: (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
   carry0 = (zero_state(batch, n, dtype), zeros(batch, n, n), zeros(batch, n), zeros(batch, n_in, n),
             jax.tree.map(jnp.zeros_like, dict(params)))
-  carry, _ = lax.scan(_step, carry0, (inputs_tm, dl_dy))
+  carry, _ = lax.scan(_step, carry0, (inputs_tm, dl_dy), unroll=model.scan_unroll())
   grads = carry[-1]
   # Traces are for the symmetric Ws_ij as a free matrix; the stored W enters as (W + W^T)/2.
   return loss, {**grads, "W": (grads["W"] + grads["W"].T) / 2}
@@ -212,7 +212,7 @@ def _eprop_offline(params, model, inputs_tm, targets, mask, loss_fn):
     def _step(state, u):
       state, _, _ = leapfrog(p, model, state, u, coupling=coupling)
       return state, readout(p, model, state.phi)
-    _, ys = lax.scan(_step, zero_state(batch, n, p["W"].dtype), inputs_tm)
+    _, ys = lax.scan(_step, zero_state(batch, n, p["W"].dtype), inputs_tm, unroll=model.scan_unroll())
     return loss_fn(jnp.swapaxes(ys, 0, 1), targets, mask)
 
   return jax.value_and_grad(objective)(params)
@@ -238,7 +238,7 @@ def readout_only(params, model, inputs_tm, targets, mask, loss_fn):
     return (state, g_out + dy.T @ rho(state.phi)), None
 
   (_, g_out), _ = lax.scan(_step, (zero_state(batch, n, params["W"].dtype), jnp.zeros_like(params["W_out"])),
-                           (inputs_tm, dl_dy))
+                           (inputs_tm, dl_dy), unroll=model.scan_unroll())
   grads = {k: jnp.zeros_like(params[k]) for k in ("W", "b", "B")}
   return loss, {**grads, "W_out": g_out, "b_out": jnp.sum(dl_dy, (0, 1))}
 

@@ -143,7 +143,8 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
   sums0 = acc.zero(params) if accumulate_hebbian else None
   state0 = zero_state(batch, n, jnp.int32 if exact else dtype)
   overflow0 = jnp.zeros((batch, n), bool) if exact else jnp.array(False)
-  (state, sums, overflow), (ys, terms) = lax.scan(_step, (state0, sums0, overflow0), inputs_tm)
+  (state, sums, overflow), (ys, terms) = lax.scan(_step, (state0, sums0, overflow0), inputs_tm,
+                                                  unroll=model.scan_unroll())
   sums = acc.total(sums) if accumulate_hebbian else None
   if exact:
     ys = jnp.where(jnp.any(overflow), jnp.nan, ys)
@@ -242,7 +243,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
     return (echoes, sums, out), (d @ params["B"].T if input_cotangents else None)
 
   (echoes, sums, out), d_in = lax.scan(_step, (carrier.init(final_state, n_echo), acc.zero(params), out0),
-                                       (inputs_tm, cotangents_tm), reverse=True)
+                                       (inputs_tm, cotangents_tm), reverse=True, unroll=model.scan_unroll())
   state, overflow = carrier.finish(echoes)
   sums = acc.total(sums)
   sums = {**sums, "W": symmetric(sums["W"])}

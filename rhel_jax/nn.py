@@ -40,8 +40,9 @@ class HamiltonianRNN(nnx.Module):
       bias O(eps)) or ``'rhel_centered'`` (bias O(eps^2)).
     eps: RHEL nudge per sequence (ignored by methods without one); None: :func:`rhel_jax.default_eps`
       for ``param_dtype`` and the mode.
-    alpha, beta, dt, rho, exact_reversible, grid_bits: the Hamiltonian, the leapfrog step and the
-      integer grid of the RHEL phases (:class:`rhel_jax.ModelConfig`).
+    alpha, beta, dt, rho, exact_reversible, grid_bits, unroll: the Hamiltonian, the leapfrog step,
+      the integer grid of the RHEL phases and the time steps per scan iteration
+      (:class:`rhel_jax.ModelConfig`).
     param_dtype: dtype of the parameters and of the computation.
     w_scale, in_scale, b_scale: init scales (:func:`rhel_jax.init_params`).
     spectrum: ``(omega_min, omega_max)`` to draw ``W`` with spread mode frequencies instead
@@ -53,7 +54,8 @@ class HamiltonianRNN(nnx.Module):
 
   def __init__(self, in_features: int, hidden_features: int, *, method: str = "bptt",
                eps: Optional[float] = None, alpha: float = 1.0, beta: float = 1.0, dt: float = 0.5,
-               rho: str = "tanh", exact_reversible: bool = False, grid_bits: int = 26, param_dtype=jnp.float32,
+               rho: str = "tanh", exact_reversible: bool = False, grid_bits: int = 26,
+               unroll: Optional[int] = None, param_dtype=jnp.float32,
                w_scale: float = 0.5, in_scale: float = 0.5, b_scale: float = 0.1,
                spectrum: Optional[tuple[float, float]] = None, rngs: nnx.Rngs):
     for name, value in (("in_features", in_features), ("hidden_features", hidden_features)):
@@ -63,7 +65,7 @@ class HamiltonianRNN(nnx.Module):
       raise ValueError(f"HamiltonianRNN.method must be one of {list(methods.layer_methods())}, got {method!r}")
     try:
       self.model = ModelConfig(alpha=alpha, beta=beta, dt=dt, rho=rho, exact_reversible=exact_reversible,
-                               grid_bits=grid_bits)
+                               grid_bits=grid_bits, unroll=unroll)
     except ValueError as e:
       raise ValueError(f"HamiltonianRNN: {e}".replace("ModelConfig.", "")) from None
     if eps is None:

@@ -20,13 +20,13 @@ N_IN, WIDTH, N_OUT = 3, 12, 2
 class Stack(nnx.Module):
   """encoder -> two HamiltonianRNN layers -> nonlinear head: a model a user would write."""
 
-  def __init__(self, method, eps, seed=0, dtype=jnp.float64, exact=False):
+  def __init__(self, method, eps, seed=0, dtype=jnp.float64, exact=False, unroll=None):
     rngs = nnx.Rngs(seed)
     self.encoder = nnx.Linear(N_IN, 5, param_dtype=dtype, rngs=rngs)
     # Init scale 0.3: gradients stay O(1-100) at T=1000 (at 0.5 they reach ~1e4, the edge of chaos,
     # where eps must shrink with them).
     kw = dict(method=method, eps=eps, param_dtype=dtype, w_scale=0.3, in_scale=0.3, exact_reversible=exact,
-              rngs=rngs)
+              unroll=unroll, rngs=rngs)
     self.rnn1 = HamiltonianRNN(5, WIDTH, **kw)
     self.rnn2 = HamiltonianRNN(WIDTH, WIDTH, **kw)
     self.hidden = nnx.Linear(WIDTH, 8, param_dtype=dtype, rngs=rngs)
@@ -56,8 +56,8 @@ def _huber(d):
   return jnp.where(jnp.abs(d) < 1, 0.5 * d ** 2, jnp.abs(d) - 0.5)
 
 
-def _grads(method, eps, steps, seed=0, exact=False):
-  graphdef, state = nnx.split(Stack(method, eps, seed, exact=exact))
+def _grads(method, eps, steps, seed=0, exact=False, unroll=None):
+  graphdef, state = nnx.split(Stack(method, eps, seed, exact=exact, unroll=unroll))
   x, y = _data(steps)
   return jax.jit(jax.grad(_loss_fn(graphdef)))(state, x, y)
 
@@ -215,6 +215,13 @@ class TransformationsTest(absltest.TestCase):
     for name in want:
       self.assertLess(rel_error(got[name], want[name]), 1e-7, name)
 
+  def test_unroll_changes_only_round_off(self):
+    for method in ("bptt", "rhel_centered"):
+      want = _leaves(_grads(method, 1e-5, 30))
+      got = _leaves(_grads(method, 1e-5, 30, unroll=4))
+      for name in want:
+        self.assertLess(rel_error(got[name], want[name]), 1e-8, f"{method}: {name}")
+
   def test_grad_of_jit_equals_jit_of_grad(self):
     graphdef, state = nnx.split(Stack("rhel", 1e-6))
     x, y = _data(30)
@@ -240,7 +247,7 @@ class BadInputTest(parameterized.TestCase):
       (dict(in_features=0), "in_features"), (dict(hidden_features=2.5), "hidden_features"),
       (dict(method="eprop"), "method"), (dict(eps=0.0), "eps"), (dict(eps=-1e-3), "eps"),
       (dict(dt=-0.1), "dt"), (dict(beta=0.0), "beta"), (dict(exact_reversible=1), "exact_reversible"),
-      (dict(grid_bits=30), "grid_bits"))
+      (dict(grid_bits=30), "grid_bits"), (dict(unroll=0), "unroll"))
   def test_constructor_names_the_attribute(self, kwargs, field):
     args = {"in_features": 3, "hidden_features": 4, **kwargs}
     with self.assertRaisesRegex(ValueError, f"HamiltonianRNN.*{field}"):
