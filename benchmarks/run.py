@@ -14,8 +14,8 @@ method takes the same one); the report's main table is at the common unroll (``-
 the backend's, ``rhel_jax.model.DEFAULT_UNROLL``), and a second table gives each method at its best.
 ``stack:<method>`` rows train a user-style model instead (``examples.stacked_rnn``: encoder, two
 ``rhel_jax.nn.HamiltonianRNN`` layers of width N, MLP head) with ``jax.value_and_grad``, batch 8.
-Each measurement is one JSON line on stdout (``method``, ``T``, ``N``, ``unroll``, ``step_ms``, ``peak_mb``,
-``xla_temp_mb``; the memory fields are null where memory was not measured: ``forward``,
+Each measurement is one JSON line on stdout (``method``, ``T``, ``N``, ``unroll``, ``step_ms``, ``load_avg``,
+``peak_mb``, ``xla_temp_mb``; the memory fields are null where memory was not measured: ``forward``,
 ``bare_scan``, ``--no-memory``, and in ``--quick`` all but bptt and rhel at the longest T);
 ``--out`` also gets ``bench.jsonl``, ``bench.md`` and ``bench.png`` (log-log).
 """
@@ -151,6 +151,13 @@ def time_configuration(steps: int, n: int, methods, repeats: int, unrolls=(None,
           for (name, unroll), s in samples.items()]
 
 
+def load_average() -> list[float]:
+  """The machine's load average over 1, 5 and 15 minutes (other jobs share the cores: ratios within
+  one run stay comparable, absolute times less so)."""
+  import os
+  return [round(x, 2) for x in os.getloadavg()]
+
+
 def peak_rss_mb() -> float:
   """This process's peak resident memory (``VmHWM``), in MiB."""
   with open("/proc/self/status") as f:
@@ -198,7 +205,10 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
     by_unroll.setdefault((r["method"], r["T"], r["N"]), {})[r.get("unroll")] = r["step_ms"]
   revisions = sorted({r.get("revision", "not recorded") for r in rows})
   commands = sorted({r["command"] for r in rows if "command" in r})
-  lines = [f"Command: `{c}`" for c in commands] + [f"Git revision: `{', '.join(revisions)}`", "",
+  loads = [r["load_avg"] for r in rows if "load_avg" in r]
+  load = (f"Load average (1, 5, 15 min) of the machine while measuring: {loads[0]} at the first configuration, "
+          f"{loads[-1]} at the last" if loads else "Load average: not recorded")
+  lines = [f"Command: `{c}`" for c in commands] + [f"Git revision: `{', '.join(revisions)}`", "", load, "",
            f"Scan unroll: {', '.join(sorted({str(r.get('unroll', 'not recorded')) for r in common}))}", "",
            "| method | T | N | step (ms) | ratio to bptt | peak RSS (MB) | XLA temp (MB) |", "|---|---|---|---|---|---|---|"]
   # Ratios compare like with like: stack rows against stack:bptt.
@@ -321,7 +331,7 @@ def main():
         is_common = row["unroll"] == common
         mem = memory.get(row["method"], {}) if is_common else {}
         row = {**row, "common_unroll": is_common, "peak_mb": mem.get("peak_mb"), "xla_temp_mb": mem.get("xla_temp_mb"),
-               **stamp}
+               "load_avg": load_average(), **stamp}
         rows.append(row)
         print(json.dumps(row), flush=True)
   if args.out:
