@@ -20,6 +20,8 @@ _METHODS = TupleOf(Check(lambda m: isinstance(m, str) and m in METHODS, ""),
                    lambda: f"a non-empty tuple of distinct method names from {sorted(METHODS)}", nonempty=True,
                    distinct=True)
 
+_TASK_NAME = Check(lambda v: isinstance(v, str) and v in tasks.TASKS, lambda: f"one of {sorted(tasks.TASKS)}")
+
 FIELDS = (
     Field("name", "base", STRING, "name of the run; the default workdir is runs/<name>"),
     Field("seed", 0, Int(0), "root seed; seed i of the sweep uses jax.random.split(key(seed), num_seeds)[i]"),
@@ -111,8 +113,7 @@ def declarations(task: Optional[str] = None) -> tuple:
   if task is None:
     return out
   cls = tasks.get(task)
-  return (*out, Field("task.name", cls.name, Check(lambda v: v in tasks.TASKS, lambda: f"one of {sorted(tasks.TASKS)}"),
-                      "which task (experiments.tasks)"), *cls.config_fields)
+  return (*out, Field("task.name", cls.name, _TASK_NAME, "which task (experiments.tasks)"), *cls.config_fields)
 
 
 def check_relations(config) -> None:

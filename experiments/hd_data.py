@@ -143,8 +143,14 @@ def validate(data) -> None:
 
 
 def check_relations(data) -> None:
-  """Checks that span ``config.data`` fields (each field alone: ``FIELDS``); errors name the fields."""
-  hd_config(data)  # the feature set's relations (f_min < f_max <= the Nyquist frequency)
+  """Checks that span ``config.data`` fields (each field alone: ``FIELDS``); errors name the fields.
+
+  The data layer's own objects must accept the section too: the feature set (``HDConfig``: f_min <
+  f_max <= the Nyquist frequency), the stand-in's style and the augmentation.
+  """
+  hd_config(data)
+  standin_style(data)
+  augment.from_config(data)
   speaker = validation_speaker(data)
   if speaker is not None and data.num_validation_speakers:
     raise ValueError(f"config.data.validation_speaker={speaker} chooses the validation speaker itself: "

@@ -61,8 +61,9 @@ def compare_configs(saved: dict, resolved: dict) -> tuple[list[str], list[str]]:
 
 def declarations_of(config: dict) -> tuple:
   """The declared fields of a config (JSON form): the shared ones and its task's (if registered)."""
-  task = config.get("task", {}).get("name") if isinstance(config.get("task"), dict) else None
-  return base_config.declarations(task if task in tasks.TASKS else None)
+  task = config.get("task")
+  name = task.get("name") if isinstance(task, dict) else None
+  return base_config.declarations(name if name in tasks.TASKS else None)
 
 
 def renamed_fields(saved: dict) -> dict:

@@ -87,7 +87,8 @@ class DeclarationsTest(parameterized.TestCase):
   def test_bounds_are_checked_where_declared(self):
     config = copy_paste.get_config("tiny")
     for path, bad, message in (("num_seeds", 0, "an int >= 1"), ("model.dt", 0.0, "a number > 0"),
-                               ("model.grid_bits", 27, r"an int in \[4, 26\]"), ("train.clip_norm", -1.0, "a number >= 0"),
+                               ("model.grid_bits", 27, r"an int in \[4, 26\]"),
+                               ("train.clip_norm", -1.0, "a number >= 0"),
                                ("method.eps", 0.0, r"a number > 0 \(or None\)"), ("method.tbptt_k", 0, "an int >= 1")):
       with self.assertRaisesRegex(ValueError, rf"config\.{re.escape(path)} must be {message}, got {bad!r}"):
         validate_config(with_value(config, path, bad))
@@ -206,7 +207,8 @@ class MirrorsTest(absltest.TestCase):
       f = declared[f"data.standin_{name}"]
       self.assertEqual((f.default, f.legacy), (getattr(style, name),) * 2, name)
     cfg = augment.AugmentConfig()
-    self.assertEqual({p for p in declared if p.startswith("data.augment.")}, {f"data.augment.{k}" for k in augment.FIELDS})
+    self.assertEqual({p for p in declared if p.startswith("data.augment.")},
+                     {f"data.augment.{k}" for k in augment.FIELDS})
     for name in augment.FIELDS:
       f = declared[f"data.augment.{name}"]
       self.assertEqual((f.default, f.legacy), (getattr(cfg, name),) * 2, name)

@@ -29,9 +29,9 @@ The page also shows the layers (the top-level packages in dependency order, with
 is imported by, from the same graph) and a guide to where a new method, task, config field,
 measurement, study or result goes (``GUIDE``; ``tests/test_architecture.py`` checks that every file it
 names exists), with a worked example of adding a config field (``CONFIG_FIELD_EXAMPLE``;
-``tests/test_config_schema.py`` holds it to the code). It holds the git revision it was generated at; ``--check`` ignores that line, so the
-page is stale only when a module, an import edge, a docstring summary, a rule result or the guide has
-changed.
+``tests/test_config_schema.py`` holds it to the code). It holds the git revision it was generated at;
+``--check`` ignores that line, so the page is stale only when a module, an import edge, a docstring
+summary, a rule result or the guide has changed.
 """
 from __future__ import annotations
 
