@@ -146,9 +146,9 @@ def _fields(declarations: Declarations) -> list[Field]:
         raise ValueError(f"config.{d.path} is declared twice")
       seen.add(d.path)
       fields.append(d)
-  for f in fields:
-    if any(g.startswith(f.path + ".") for g in seen):
-      raise ValueError(f"config.{f.path} is declared both as a field and as a section")
+  sections = {p.rsplit(".", i)[0] for p in seen for i in range(1, p.count(".") + 1)}
+  for path in sorted(seen & sections):
+    raise ValueError(f"config.{path} is declared both as a field and as a section")
   return fields
 
 
@@ -160,8 +160,11 @@ def _sections(declarations: Declarations) -> dict[str, Section]:
     parts = f.path.split(".")
     for i in range(1, len(parts)):
       out.setdefault(".".join(parts[:i]), Section(".".join(parts[:i])))
+  paths = {f.path for f in _fields(declarations)}
   for d in declarations:
     if isinstance(d, Section):
+      if d.path in paths:
+        raise ValueError(f"config.{d.path} is declared both as a field and as a section")
       out[d.path] = d
   return out
 
