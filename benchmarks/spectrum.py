@@ -88,11 +88,10 @@ def _init_params(config: dict, num_seeds: int) -> dict:
   from experiments.tasks import build_task
   module = copy_paste if config["task"]["name"] == "copy_paste" else heidelberg_digits
   # Fields newer than the run take the value that behaves as the code did before them.
-  def overlay(base, saved, prefix=""):
-    return {k: overlay(v, saved[k], f"{prefix}{k}.") if isinstance(v, dict) and k in saved
-            else saved[k] if k in saved else train.ADDED_FIELDS.get(f"{prefix}{k}", v)
+  def overlay(base, saved):
+    return {k: overlay(v, saved[k]) if isinstance(v, dict) and k in saved else saved.get(k, v)
             for k, v in base.items()}
-  config = train.renamed_fields(config)
+  config = train.with_added_fields(config)
   cfg = ml_collections.ConfigDict(overlay(json.loads(module.get_config().to_json_best_effort()), config))
   task = build_task(cfg, np.float32)
   trainer = train.MethodTrainer(cfg, task, config["methods"][0], np.float32)

@@ -9,6 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.config_check import validate_config
 from experiments.train import Interrupted, run_experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).",
@@ -29,6 +30,10 @@ def main(argv):
   if not _RECIPES.value:
     with config.unlocked():
       config.recipes = type(config.recipes)()
+  try:
+    validate_config(config)
+  except ValueError as e:  # a bad value is the user's to fix: the message that names it, no traceback
+    sys.exit(f"--config: {e}")
   workdir = _WORKDIR.value or f"runs/{config.name}"
   try:
     run_experiment(config, workdir, overwrite=_OVERWRITE.value,

@@ -38,7 +38,7 @@ from experiments.sharding import seed_mesh, shard_seeds
 from experiments.summary import best_on_validation, results_markdown, summarize
 from experiments.tasks import build_task
 from experiments.trainer import MethodTrainer, method_options, model_config, seed_keys  # noqa: F401
-from experiments.workdir import ADDED_FIELDS, git_revision, prepare_workdir, renamed_fields  # noqa: F401
+from experiments.workdir import git_revision, prepare_workdir, renamed_fields, with_added_fields  # noqa: F401
 
 
 def to_host(x) -> np.ndarray:

@@ -273,7 +273,7 @@ register(Method("rhel", rhel, (EPS,), bptt_rtol=1e-3, color="tab:blue",
                 summary="one-sided RHEL (the paper's rule), bias O(eps)", vjp=layer.rhel_layer))
 register(Method("rhel_centered", rhel_centered, (EPS,), bptt_rtol=1e-8, color="tab:orange",
                 summary="centered RHEL, two echoes (+eps, -eps), bias O(eps^2)", vjp=layer.rhel_centered_layer))
-EPROP_ONLINE = Option("online", True, "bool", static=True, config_key="eprop_online",
+EPROP_ONLINE = Option("online", True, "bool", static=True, config_key="eprop_online", legacy=True,
                       doc="e-prop: forward-mode traces (True) or the same gradient in reverse mode (False, faster)")
 register(Method("eprop", eprop, (EPROP_ONLINE,), color="tab:green",
                 summary="e-prop with exact online eligibility traces (or their reverse-mode equal)"))

@@ -30,6 +30,17 @@ from rhel_jax.losses import LossFn, resolve_loss
 _KINDS = ("positive_float", "positive_int", "bool")
 
 
+class _SinceStart:
+  """The ``legacy`` of an option (or config field) that every saved config has: there is no older
+  config without it to reproduce."""
+
+  def __repr__(self):
+    return "SINCE_START"
+
+
+SINCE_START = _SinceStart()
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
   """A keyword option of a method.
@@ -43,6 +54,9 @@ class Option:
     config_key: the field ``config.method.<config_key>`` of the experiment configs.
     doc: one line for config comments and error messages.
     default_fn: ``(param dtype, ModelConfig) -> value``, used when the value is ``None``.
+    legacy: the value that gives the method's behaviour from before the option existed; experiment
+      configs saved without ``config.method.<config_key>`` resume at it. ``SINCE_START``: the
+      method has always had the option.
   """
   name: str
   default: Any
@@ -51,6 +65,7 @@ class Option:
   config_key: str = ""
   doc: str = ""
   default_fn: Optional[Callable[[Any, Any], Any]] = None
+  legacy: Any = SINCE_START
 
   def __post_init__(self):
     if self.kind not in _KINDS:

@@ -351,6 +351,14 @@ class MainEntryPointTest(_TempDirs):
     self.assertNotEqual(out.returncode, 0)
     self.assertIn("trian", out.stderr)
 
+  def test_a_bad_value_stops_naming_the_field_before_anything_runs(self):
+    workdir = pathlib.Path(self.tmp()) / "run"
+    out = self._main("--config=experiments/copy_paste.py:tiny", "--config.model.dt=-1", f"--workdir={workdir}")
+    self.assertEqual(out.returncode, 1)
+    self.assertEqual(out.stderr.strip().splitlines()[-1], "--config: config.model.dt must be a number > 0, got -1.0")
+    self.assertNotIn("Traceback", out.stderr)
+    self.assertFalse(workdir.exists())
+
   def test_unknown_variant_fails(self):
     out = self._main("--config=experiments/copy_paste.py:huge")
     self.assertNotEqual(out.returncode, 0)

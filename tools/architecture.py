@@ -28,9 +28,10 @@ Layering rules (each a function of the :class:`Graph` returning its violations a
 The page also shows the layers (the top-level packages in dependency order, with what each imports and
 is imported by, from the same graph) and a guide to where a new method, task, config field,
 measurement, study or result goes (``GUIDE``; ``tests/test_architecture.py`` checks that every file it
-names exists). It holds the git revision it was generated at; ``--check`` ignores that line, so the
-page is stale only when a module, an import edge, a docstring summary, a rule result or the guide has
-changed.
+names exists), with a worked example of adding a config field (``CONFIG_FIELD_EXAMPLE``;
+``tests/test_config_schema.py`` holds it to the code). It holds the git revision it was generated at;
+``--check`` ignores that line, so the page is stale only when a module, an import edge, a docstring
+summary, a rule result or the guide has changed.
 """
 from __future__ import annotations
 
@@ -375,27 +376,30 @@ GUIDE = (
     ("A gradient method",
      "a function `(params, model, inputs_tm, targets, mask, loss_fn, **options) -> (loss, grads)` in "
      "`rhel_jax/gradients.py` (or a module of its own in `rhel_jax/`), registered with "
-     "`rhel_jax.register(rhel_jax.Method(...))` (`rhel_jax/methods.py`). Its `Option`s become the config "
-     "fields `config.method.<config_key>` (`experiments/base_config.py` builds them from the registry, "
-     "`experiments/config_check.py` checks them); the trainer, the report and the benchmarks read names, "
-     "options and colours from the registry, and `tests/test_method_contract.py` checks the method against "
-     "its declared contract. Nothing else changes."),
+     "`rhel_jax.register(rhel_jax.Method(...))` (`rhel_jax/methods.py`). Its `Option`s are the config "
+     "fields `config.method.<config_key>`, declared by the registry: `experiments/base_config.py` makes each "
+     "a schema field with its kind's check and the option's `legacy` value; the trainer, the report and the "
+     "benchmarks read names, options and colours from the registry, and `tests/test_method_contract.py` "
+     "checks the method against its declared contract. Nothing else changes."),
     ("A task",
      "a `Task` subclass (the interface: `experiments/tasks/base.py`) in its own module under "
      "`experiments/tasks/`, registered with `experiments.tasks.register` and imported by "
-     "`experiments/tasks/__init__.py`; its config in a module of its own beside `experiments/copy_paste.py`, "
-     "starting from `experiments/base_config.py`; its dataset code, if any, in `data/`. The trainer and the "
+     "`experiments/tasks/__init__.py`, its own config fields declared in its `config_fields`; the values its "
+     "protocol chooses in a config module of its own beside `experiments/copy_paste.py` (one dict per variant, "
+     "built by `experiments/base_config.py`); its dataset code, if any, in `data/`. The trainer and the "
      "reports read all they need from the class: loss, metrics, primary metric and its description, the "
      "paper's Table 1 entry per method (`paper_table1`), a per-step metric's table, chance and target "
      "levels; no task name appears in the report code. `tests/test_tasks.py` checks that, and trains a tiny "
      "synthetic task end to end."),
     ("A config field",
-     "a field every experiment shares goes in `experiments/base_config.py` and is checked in "
-     "`experiments/config_check.py`; a task's own field goes in its config module and is checked in its "
-     "`Task.validate_config`, both with the helpers of `experiments/config_fields.py`, so a bad value "
-     "fails before any compute with an error that names the field. A field that changes nothing at its "
-     "neutral value is added to `ADDED_FIELDS` in `experiments/workdir.py`, so that workdirs started "
-     "before it resume; a renamed one to `RENAMED_FIELDS`."),
+     "one `Field` declaration (`experiments/schema.py`): its default, its check and its `legacy` value, the "
+     "value that reproduces runs from before it existed (or `SINCE_START`). A field every experiment shares "
+     "goes in `FIELDS` of `experiments/base_config.py`, a task's own in its `Task.config_fields` (Heidelberg "
+     "Digits' `data.*` in `experiments/hd_data.py`), a method option in its `Option`. The config, the check "
+     "that names the field before any compute, and the resume of workdirs saved before it (`legacy`; a "
+     "renamed field: `renamed_from`) all come from the declaration; a variant that wants another value sets "
+     "it in its dict. A check that spans fields goes in `check_relations` (`experiments/base_config.py`, or "
+     "the task's). Worked example below."),
     ("A measurement of cost or fidelity",
      "a module in `benchmarks/` (`python -m benchmarks.<name> --out docs/results/<folder>`); speed and "
      "memory targets are checked there, not in timed tests."),
@@ -408,6 +412,35 @@ GUIDE = (
      "quoted in `docs/results.md` with the command and git revision that wrote them. A result that is "
      "superseded leaves the tree and is listed in `docs/results/archive.md` with the commit that holds it."),
 )
+
+
+# The worked example of adding a config field (markdown). tests/test_config_schema.py holds it to the code:
+# the declaration is the one in experiments/hd_data.py, and the quoted error is the one the check raises.
+CONFIG_FIELD_EXAMPLE = """\
+Adding `data.top_db` once took four files: its default in the task's config file, its check in
+`hd_data.validate`, its resume value in `workdir.ADDED_FIELDS` and again in `hd_data.FEATURE_DEFAULTS`.
+Now it is one declaration, in the module that owns the `data` section (`experiments/hd_data.py`):
+
+```python
+Field("data.top_db", 0.0, NONNEGATIVE, "> 0: floor each utterance's mel power at its peak - top_db (dB)",
+      legacy=0.0),
+```
+
+and everything else follows from it (`experiments/schema.py`):
+
+- every Heidelberg Digits config has `data.top_db = 0.0`, a float field: `--config.data.top_db=abc` is a
+  flags error, and a typo in the key fails naming it, as in any locked ConfigDict;
+- `--config.data.top_db=-1` stops before any compute with
+  `--config: config.data.top_db must be a number >= 0, got -1.0`;
+- a workdir saved before the field existed lacks it; it resumes while the value is the `legacy` one,
+  `0.0` (what such a config meant), and is refused naming `data.top_db` otherwise. `with_added_fields`
+  reads such a config with `top_db` at `0.0`, so it names the same feature set and TFDS cache as before;
+- a variant that wants another value says so in its dict, as `dev` does (`"data.top_db": 40.0` in
+  `experiments/heidelberg_digits.py`), and nothing else changes.
+
+The value's use (here the feature itself, `HDConfig.top_db` in `data/heidelberg_digits.py`) is the
+only other code. A shared field is declared the same way in `experiments/base_config.py`.
+"""
 
 
 def package_imports(graph: Graph) -> dict[str, set[str]]:
@@ -524,6 +557,10 @@ def render(graph: Graph, revision: str, out: str = DEFAULT_OUT) -> str:
       "## Where a new piece goes",
       "",
       *[f"- **{what}**: {where}" for what, where in GUIDE],
+      "",
+      "### A config field, worked through",
+      "",
+      *CONFIG_FIELD_EXAMPLE.splitlines(),
       "",
       "## Module diagram",
       "",

@@ -5,6 +5,8 @@ from typing import Any, Callable, ClassVar
 
 import ml_collections
 
+from experiments.schema import check
+
 Array = Any
 
 
@@ -28,6 +30,10 @@ class Task:
     per_step_prefix: its column headings, ``<prefix>1``, ``<prefix>2``, ...
     chance_level, target_level: the primary metric at chance and a level worth marking (plots of
       its curves start just below the first and draw a line at the second); None when not fixed.
+    config_fields: the task's own config fields (``task.*``, and ``data.*`` for a dataset), each an
+      ``experiments.schema.Field`` with its default, check and legacy value; the config of the task is
+      built from them and the shared fields (``experiments.base_config.get_config``), and each is
+      checked before any compute. ``config.task.name`` is declared for every task.
   Instance attributes (set by ``from_config``): ``n_in``, ``n_out``, ``seq_len`` (the test
   length), ``steps_per_epoch``, ``sizes`` (split sizes, or None), ``source`` (what made the data,
   for ``results.md``, or None).
@@ -44,12 +50,20 @@ class Task:
   per_step_prefix: ClassVar[str] = "s"
   chance_level: ClassVar[float | None] = None
   target_level: ClassVar[float | None] = None
+  config_fields: ClassVar[tuple] = ()
   sizes = None
   source = None
 
   @classmethod
   def validate_config(cls, config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the field (``config.task.seq_len``) for a bad task field."""
+    """The task's share of the config checks: each field of ``config_fields`` (its declared check),
+    then :meth:`check_relations`. Raises ValueError naming the field (``config.task.seq_len``)."""
+    check(config, cls.config_fields, unknown_keys=False)  # keys no one declared: the whole config's check
+    cls.check_relations(config)
+
+  @classmethod
+  def check_relations(cls, config: ml_collections.ConfigDict) -> None:
+    """Checks that span fields (e.g. a length that must hold the others); errors name the fields."""
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, dtype) -> "Task":
