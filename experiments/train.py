@@ -12,7 +12,7 @@ Workdir layout::
     invocations.jsonl           command, git revision and start time of every invocation (resumes too)
     <method>/metrics.jsonl      one row per (epoch, seed): train loss, test metrics, diverged
     <method>/alignment.jsonl    one row per (alignment epoch, seed): cosine with BPTT per tensor
-    <method>/checkpoint_<epoch>.msgpack   params + optimizer state + divergence flags
+    <method>/checkpoint_<epoch>/  params + optimizer state + divergence flags (Orbax; experiments.checkpoints)
     <method>/timing.jsonl       wall seconds per epoch (resumes included)
     <method>/final.json         final per-seed test metrics
     results.md, results.json    Table-1-style summary: mean +- std over seeds (experiments.summary)
@@ -100,12 +100,8 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
     checkpoints.write_jsonl(directory / "timing.jsonl", timing_rows)
     stopping = stop is not None and stop.signum is not None
     if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs or stopping:
-      if jax.process_count() == 1:
-        checkpoints.save_checkpoint(directory, epoch + 1, state)
-      else:  # gather the seed shards; one process writes (the workdir must be a shared filesystem)
-        host_state = jax.tree.map(to_host, state)
-        if jax.process_index() == 0:
-          checkpoints.save_checkpoint(directory, epoch + 1, host_state)
+      # Every process saves its seed shards (Orbax; a multi-host workdir is on a shared filesystem).
+      checkpoints.save_checkpoint(directory, epoch + 1, state)
     progress.update(1, time.time() - t0)
     primary = to_host(evaluation[task.primary_metric])
     diverged = to_host(state["diverged"])
@@ -115,9 +111,11 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
                  f"  DIVERGED seeds {np.flatnonzero(diverged).tolist()}" if diverged.any() else "",
                  progress.elapsed(), progress.eta())
     if stopping:
+      checkpoints.wait_until_finished(directory)
       raise Interrupted(stop.signum)
 
   final = trainer.evaluate(state["params"], test_sets)
+  checkpoints.wait_until_finished(directory)  # final.json promises the last checkpoint is on disk
   result = {"method": method, "diverged": to_host(state["diverged"]).tolist(),
             **{f"test_{k}": to_host(v).tolist() for k, v in final.items()}}
   if val_sets is not None:  # beside the last epoch: each seed's epoch chosen on validation
