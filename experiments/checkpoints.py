@@ -223,8 +223,16 @@ def read_checkpoint(path: pathlib.Path, template: Any = None) -> Any:
     return serialization.msgpack_restore(data) if template is None else serialization.from_bytes(template, data)
   import orbax.checkpoint as ocp
   _quiet_orbax()
-  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
-    return checkpointer.restore(_absolute(path) / ITEM, args=ocp.args.StandardRestore(template))
+  item = _absolute(path) / ITEM
+  handler = ocp.StandardCheckpointHandler()
+  if template is None:
+    # Saved sharded over devices this process may not have: read each array whole onto one device.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    template = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            handler.metadata(item).tree,
+                            is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+  with ocp.Checkpointer(handler) as checkpointer:
+    return checkpointer.restore(item, args=ocp.args.StandardRestore(template))
 
 
 def restore_latest(directory: pathlib.Path, template: Any) -> tuple[Optional[int], Any]:

@@ -34,19 +34,11 @@ from experiments import checkpoints
 from experiments.config_check import validate_config
 from experiments.optim import make_optimizer  # noqa: F401  (part of this module's interface)
 from experiments.progress import Interrupted, Progress, StopFlag  # noqa: F401
-from experiments.sharding import seed_mesh, shard_seeds
+from experiments.sharding import agreed_signal, seed_mesh, shard_seeds, to_host
 from experiments.summary import best_on_validation, results_markdown, summarize
 from experiments.tasks import build_task
 from experiments.trainer import MethodTrainer, method_options, model_config, seed_keys  # noqa: F401
 from experiments.workdir import ADDED_FIELDS, git_revision, prepare_workdir, renamed_fields  # noqa: F401
-
-
-def to_host(x) -> np.ndarray:
-  """A seed-sharded array as numpy; across several hosts, gathered from every process first."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    x = multihost_utils.process_allgather(x, tiled=True)
-  return np.asarray(x)
 
 
 def seed_rows(epoch: int, values: dict[str, Any]) -> list[dict]:
@@ -98,7 +90,8 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
     # Timing apart from the metrics, which stay bit-identical across reruns and resumes.
     timing_rows.append({"epoch": epoch, "seconds": time.time() - t0})
     checkpoints.write_jsonl(directory / "timing.jsonl", timing_rows)
-    stopping = stop is not None and stop.signum is not None
+    signum = agreed_signal(None if stop is None else stop.signum)  # every process stops at the same epoch
+    stopping = signum is not None
     if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs or stopping:
       # Every process saves its seed shards (Orbax; a multi-host workdir is on a shared filesystem).
       checkpoints.save_checkpoint(directory, epoch + 1, state)
@@ -112,7 +105,7 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
                  progress.elapsed(), progress.eta())
     if stopping:
       checkpoints.wait_until_finished(directory)
-      raise Interrupted(stop.signum)
+      raise Interrupted(signum)
 
   final = trainer.evaluate(state["params"], test_sets)
   checkpoints.wait_until_finished(directory)  # final.json promises the last checkpoint is on disk
@@ -158,5 +151,6 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
       text += f"\nIn progress: {len(results)} of {len(config.methods)} methods finished.\n"
     checkpoints.atomic_write_text(workdir / "results.md", text)
     checkpoints.atomic_write_text(workdir / "results.json", json.dumps(rows, indent=1))
-  print(text, flush=True)
+  if checkpoints.is_primary():
+    print(text, flush=True)
   return rows

@@ -26,7 +26,11 @@ def git_revision() -> str:
 
 
 def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
-  """Creates the workdir and saves the config; refuses a workdir that holds a different run."""
+  """Creates the workdir and saves the config; refuses a workdir that holds a different run.
+
+  In a multi-process run every process checks (and refuses alike); process 0 deletes and writes,
+  and the others wait for it.
+  """
   resolved = json.loads(config.to_json_best_effort())
   path = workdir / "config.json"
   if path.exists():
@@ -40,12 +44,14 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
       if not overwrite:
         raise ValueError(f"workdir {workdir} holds a run with a different config (fields {changed}); "
                          "use another --workdir, or --overwrite to delete that run")
-      shutil.rmtree(workdir)
+      if checkpoints.is_primary():
+        shutil.rmtree(workdir)
     elif diff:
       logging.info("workdir %s: config fields new since the run started, at their defaults: %s", workdir,
                    [k for k, _ in diff])
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoints.atomic_write_text(path, json.dumps(resolved, indent=1, sort_keys=True))
+  checkpoints.sync_processes(f"workdir {workdir} prepared")
 
 
 _MISSING = object()
