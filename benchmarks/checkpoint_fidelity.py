@@ -1,6 +1,6 @@
 """Gradient fidelity on a *trained* network: each RHEL setting against BPTT, from a run's checkpoint.
 
-    python -m benchmarks.checkpoint_fidelity runs/probes/p03_spectral_seed1001/bptt --out docs/results/checkpoint_fidelity.md
+    python -m benchmarks.checkpoint_fidelity runs/probes/p03_spectral_seed1001/bptt --out docs/results/copy_paste_recipe/checkpoint_fidelity_p03.md
 
 Loads the newest checkpoint of a Copy-Paste run's method directory (seed ``--seed`` of the sweep),
 draws a probe batch of 64 sequences, and compares one-sided and centered RHEL, in float32 and in

@@ -1,6 +1,6 @@
 """e-prop's two forms on the Copy-Paste full config: the same gradient, at what cost.
 
-    python -m benchmarks.eprop_forms --out docs/results/eprop_forms
+    python -m benchmarks.eprop_forms --out docs/results/cost/eprop_forms
 
 ``eprop(online=True)`` runs the exact eligibility traces forward (O(B N^2) state per step, the
 rule as an online learner would run it); ``online=False`` gives the same gradient in reverse mode,

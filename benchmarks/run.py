@@ -1,7 +1,7 @@
 """Train-step time and peak memory of every method versus sequence length T and width N.
 
     python -m benchmarks.run --quick                    # under a minute: T in {100, 400}, N = 64
-    python -m benchmarks.run --out docs/results/bench   # T in {100, 400, 1000, 4000}, N in {64, 128, 256}
+    python -m benchmarks.run --out docs/results/cost/methods   # T in {100, 400, 1000, 4000}, N in {64, 128, 256}
 
 Batch 64, float32, Copy-Paste-shaped data (4 inputs, 3 outputs, BCE). A *train step* is the
 gradient plus an Adam update, jitted together. Times are medians of ``--repeats`` runs after a

@@ -1,6 +1,6 @@
 """Mode frequencies of the linearised network at init per W init, and after training.
 
-    python -m benchmarks.spectrum --out docs/results/spectrum
+    python -m benchmarks.spectrum --out docs/results/copy_paste_recipe/init_spectrum
     python -m benchmarks.spectrum --out DIR --runs runs/copy_paste_full_a runs/copy_paste_full_b
 
 Near rest (rho(0) = 0, rho'(0) = 1) the network is ``phi'' = -(alpha I + W / beta) phi``: mode m

@@ -49,6 +49,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.alignment_epochs = (0, 100, 199)
   c.alignment_batch_size = 64
 
+  # Per-method recipes: config.recipes.<method> holds the train.* / method.* fields that differ for
+  # that method (experiments.recipes); the sections above are the shared recipe.
+  c.recipes = ml_collections.ConfigDict()
+  # A vmapped hyperparameter sweep: {'dotted.field': (values, ...)} for numeric fields of the update
+  # (experiments.sweep.SWEEPABLE); every combination trains beside the seeds in one program.
+  c.sweep = config_dict.FieldReference({}, field_type=object)
+
   c.model = ml_collections.ConfigDict()
   c.model.num_hidden = 64
   c.model.alpha = 1.0

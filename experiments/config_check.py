@@ -1,7 +1,7 @@
 """Checks every config field before any compute; errors name the field (``config.model.dt``)."""
 from __future__ import annotations
 
-from experiments import tasks
+from experiments import recipes, sweep, tasks
 from experiments.config_fields import bool_field, choice_field, float_field, get_field, int_field
 from rhel_jax.methods import METHODS, all_options
 from rhel_jax.model import ACTIVATIONS, PARAM_NAMES
@@ -58,6 +58,29 @@ def validate_config(config) -> None:
   choice_field(config, "train.optimizer", ("adam",))
   choice_field(config, "train.schedule", _SCHEDULES)
   task.validate_config(config)
+  recipes.validate(config)
+  for method in methods:  # each method's recipe must give a valid run
+    changes = recipes.fields(config, method)
+    if changes:
+      try:
+        validate_config(recipes.apply(config, method))
+      except ValueError as e:
+        raise ValueError(f"config.recipes.{method}: {e}") from None
+      clash = sorted(set(changes) & set(get_field(config, "sweep") or {}))
+      if clash:
+        raise ValueError(f"config.sweep sweeps {clash}, which config.recipes.{method} sets: drop one of them")
+  all_settings = sweep.settings(config)
+  if all_settings[0].values:  # each setting must be a valid run of its own
+    for s in all_settings:
+      try:
+        validate_config(sweep.setting_config(config, s))
+      except ValueError as e:
+        raise ValueError(f"config.sweep: setting {s.label}: {e}") from None
+      if "train.clip_norm" in s.values and s.values["train.clip_norm"] <= 0:
+        raise ValueError(f"config.sweep['train.clip_norm']: {s.values['train.clip_norm']!r}; a swept clip norm must "
+                         "be > 0 (0 turns clipping off, which changes the program: run it separately)")
+      if "method.eps" in s.values and s.values["method.eps"] <= 0:
+        raise ValueError(f"config.sweep['method.eps']: {s.values['method.eps']!r} must be > 0")
   frozen = get_field(config, "train.frozen_params")
   if isinstance(frozen, str) or not isinstance(frozen, (tuple, list)) or any(k not in PARAM_NAMES for k in frozen):
     raise ValueError(f"config.train.frozen_params must be a tuple of names from {list(PARAM_NAMES)}, got {frozen!r}")

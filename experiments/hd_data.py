@@ -1,9 +1,9 @@
 """From the ``data`` sub-config of the HD experiment to padded, normalised arrays.
 
 Source resolution: ``manual_dir`` (the official layout, extracted or as ``hd_audio.tar.gz``) if
-set; else, with ``use_standin``, the espeak-ng stand-in corpus (synthesised on first use under
-``data_dir``); else the official download (refused when ``require_manual_dir`` is set, as in the
-dev-corpus config).
+set; else, with ``use_standin``, the eSpeak NG stand-in corpus (synthesised on first use under
+``data_dir``, in a directory named by its arguments and the eSpeak NG version); else the official
+download (refused when ``require_manual_dir`` is set, as in the dev-corpus config).
 
 ``validate(data)`` checks every data field (features, stand-in style, augmentation, classes)
 before any compute; its errors name the field as ``config.data.<field>``.
@@ -16,7 +16,7 @@ import shutil
 
 from absl import logging
 
-from data import augment, hd_loader, synth_corpus
+from data import augment, espeak, hd_loader, synth_corpus
 from data.heidelberg_digits import HDConfig, build
 
 # config.data fields that are HDConfig fields of the same name (the feature set).
@@ -86,17 +86,20 @@ def eval_split(data) -> str:
 
 
 def standin_dir(data) -> pathlib.Path:
+  """Where the stand-in of ``config.data`` is cached. The name carries the synthesiser's version, so
+  a corpus that another eSpeak NG spoke (e.g. the Debian 1.51 program's ``hd_standin_s12_t6_seed0``)
+  is never reused, nor its TFDS build (keyed by this path)."""
   tag = standin_style(data).tag()
   return pathlib.Path(data.data_dir).expanduser() / (
       f"hd_standin_s{data.standin_speakers}_t{data.standin_trials}_seed{data.standin_seed}"
-      + (f"_{tag}" if tag else ""))
+      + (f"_{tag}" if tag else "") + f"_{synth_corpus.engine_tag()}")
 
 
 def ensure_standin(data) -> pathlib.Path:
   """Synthesises the stand-in corpus once (atomically: written beside, then renamed)."""
   out = standin_dir(data)
   if not (out / "train_filenames.txt").exists():
-    logging.info("synthesising the espeak-ng stand-in corpus into %s", out)
+    logging.info("synthesising the stand-in corpus into %s (eSpeak NG %s)", out, espeak.version())
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     sizes = synth_corpus.write_corpus(staging, speakers=data.standin_speakers, trials=data.standin_trials,
@@ -104,6 +107,17 @@ def ensure_standin(data) -> pathlib.Path:
     staging.replace(out)
     logging.info("stand-in corpus: %s", sizes)
   return out
+
+
+def source_label(data) -> str | None:
+  """What the stand-in of ``config.data`` was synthesised with (from its ``synth_corpus.json``), for
+  ``results.md``; None when the data is not the stand-in."""
+  if data.manual_dir or data.get("require_manual_dir", False) or not data.use_standin:
+    return None
+  out = standin_dir(data)
+  meta = synth_corpus.read_metadata(out)
+  return (f"stand-in corpus `{out.name}`, synthesised by eSpeak NG {meta['espeak_ng_version']} "
+          f"(espeakng-loader {meta['espeakng_loader_version']})")
 
 
 def num_classes(data, arrays: dict[str, hd_loader.HDArrays]) -> int:

@@ -2,14 +2,16 @@
 
     python -m experiments.main --config=experiments/heidelberg_digits.py \\
         --config.data.manual_dir=/path/to/hd            # official layout, extracted or hd_audio.tar.gz
-    python -m experiments.main --config=experiments/heidelberg_digits.py:quick   # espeak-ng stand-in, CPU
+    python -m experiments.main --config=experiments/heidelberg_digits.py:quick   # synthetic stand-in, CPU
     RHEL_JAX_SHARED=/path/to/shared \
     python -m experiments.main --config=experiments/heidelberg_digits.py:dev     # real-speech dev corpus
-    python -m experiments.main --config=experiments/heidelberg_digits.py:hard    # harder espeak-ng stand-in
+    python -m experiments.main --config=experiments/heidelberg_digits.py:hard    # harder synthetic stand-in
 
 Variants: ``full`` (the official corpus), ``quick`` (a small run on the basic stand-in), ``dev`` (the
 full protocol on the FSDD dev corpus at ``$RHEL_JAX_SHARED/data/fsdd_dev``, 10 classes, or on
 ``--config.data.manual_dir``), ``hard`` (the full protocol on the harder, synthetic stand-in).
+The stand-ins are synthesised on first use by eSpeak NG from the ``espeakng-loader`` package
+(``data/synth_corpus.py``), which ``pip install`` brings: nothing else to install.
 Feature options (``cmvn``, ``deltas``, ...) and augmentation (``data.augment.*``) are off by default;
 see docs/hd_features.md.
 
@@ -68,13 +70,13 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   # Official layout (extracted, or a directory holding hd_audio.tar.gz); None = download it.
   c.data.manual_dir = config_dict.placeholder(str)
-  # With no manual_dir: synthesise and use the espeak-ng stand-in instead of downloading.
+  # With no manual_dir: synthesise and use the eSpeak NG stand-in instead of downloading.
   c.data.use_standin = False
   c.data.standin_speakers = 12
   c.data.standin_trials = 6
   c.data.standin_seed = 0
   # Harder stand-in (synth_corpus.Style); these defaults give the basic stand-in, bit for bit.
-  c.data.standin_voices = "basic"      # or "many": accents x 76 espeak-ng variants, speaker speed/pitch offsets
+  c.data.standin_voices = "basic"      # or "many": accents x 76 eSpeak NG variants, speaker speed/pitch offsets
   c.data.standin_noise_snr_db = config_dict.placeholder(float)  # None = clean; else min SNR (dB) of white noise
   c.data.standin_reverb_rt60 = 0.0     # 0 = dry; else max RT60 (s) of each speaker's synthetic room
   c.data.standin_pad_ms = 0.0          # max silence (ms) added before and after each word
@@ -135,7 +137,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.data.require_manual_dir = True
     c.data.num_classes = 10
     c.data.num_validation_speakers = 0
-    # Chosen on the leave-one-speaker-out folds (docs/hd_features.md, docs/results/hd_probes): the max
+    # Chosen on the leave-one-speaker-out folds (docs/hd_features.md, studies/hd_speakers/results/fold_probes): the max
     # over time of the logits, deltas, VTLP + time-stretch augmentation and 50 epochs took the folds'
     # mean from 39.6 % (time-averaged logits of the plain log-mels) to 54.5 %.
     c.task.pooling = "max"

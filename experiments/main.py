@@ -30,6 +30,8 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "jax.distributed: h
                                       lower_bound=1)
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "jax.distributed: this process's index, 0 to "
                                    "num_processes - 1.", lower_bound=0)
+_RECIPES = flags.DEFINE_bool("recipes", True, "Train each method at its own recipe (config.recipes); "
+                             "--norecipes trains every method at the shared one (config.train, config.method).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -46,6 +48,9 @@ def main(argv):
     initialize_distributed()  # from the cluster's environment
   # One log and one report per run: the other processes log warnings and errors only.
   logging.set_verbosity(logging.INFO if checkpoints.is_primary() else logging.WARNING)
+  if not _RECIPES.value:
+    with config.unlocked():
+      config.recipes = type(config.recipes)()
   workdir = _WORKDIR.value or f"runs/{config.name}"
   try:
     run_experiment(config, workdir, overwrite=_OVERWRITE.value,

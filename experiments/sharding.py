@@ -35,9 +35,9 @@ def initialize_distributed(coordinator_address: Optional[str] = None, num_proces
                              process_id=process_id)
 
 
-def seed_mesh(num_devices: int, num_seeds: int, distributed: bool = False) -> Mesh:
-  """A 1-D mesh over ``num_devices`` devices (0 = all, of every process); the seed count must
-  divide evenly."""
+def seed_mesh(num_devices: int, num_seeds: int, distributed: bool = False, what: str | None = None) -> Mesh:
+  """A 1-D mesh over ``num_devices`` devices (0 = all, of every process); the replica count
+  ``num_seeds`` must divide evenly (``what`` names it in the error, e.g. seeds x sweep settings)."""
   if distributed:
     initialize_distributed()  # coordinator and process ids from the cluster's environment (see BUILD.md)
   devices = jax.devices()
@@ -49,6 +49,9 @@ def seed_mesh(num_devices: int, num_seeds: int, distributed: bool = False) -> Me
     raise ValueError(f"config.num_devices={num_devices}: a run over {jax.process_count()} processes shards "
                      f"the seeds over all {len(devices)} devices; set config.num_devices to 0")
   if num_seeds % n:
+    if what:
+      raise ValueError(f"{what} = {num_seeds} replicas is not a multiple of the {n} device(s) they are sharded "
+                       f"over; change either, or set config.num_devices to a divisor of {num_seeds}")
     raise ValueError(f"config.num_seeds={num_seeds} is not a multiple of the {n} device(s) the seeds are "
                      f"sharded over; use a multiple of {n}, or set config.num_devices to a divisor of it")
   return Mesh(np.asarray(devices[:n]), (AXIS,))

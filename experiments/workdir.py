@@ -57,7 +57,7 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
 _MISSING = object()
 # Config fields added after runs had been started, with the value that behaves as the code did
 # before the field existed (JSON form). Only these may be absent from a saved config.
-ADDED_FIELDS = {"method.eprop_online": True, "train.frozen_params": [],
+ADDED_FIELDS = {"method.eprop_online": True, "sweep": {}, "recipes": {}, "train.frozen_params": [],
                 **{f"train.lr_scale.{k}": 1.0 for k in ("W", "b", "B", "W_out", "b_out")},
                 "task.curriculum": [], "task.curriculum_stage_epochs": 10, "model.w_init": "gaussian",
                 "model.omega_min": 0.1, "model.omega_max": 3.0, "task.pooling": "mean", "train.weight_decay": 0.0,

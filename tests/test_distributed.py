@@ -1,5 +1,6 @@
 """A multi-process run (``jax.distributed``): 2 CPU processes on localhost with 2 devices each give
-the same metrics and checkpoints, bit for bit, as 1 process with 4 devices.
+the same metrics and checkpoints, bit for bit, as 1 process with 4 devices (seeds and sweep
+settings sharded over the devices of both).
 
 The processes talk through JAX's coordinator service on a free loopback port and exchange data
 with gloo, JAX's CPU collectives. Each is an ``experiments.main`` subprocess, killed if the test
@@ -20,10 +21,9 @@ from tools import reproduce
 
 ROOT = pathlib.Path(__file__).parents[1]
 METHOD = "rhel_centered"
-FLAGS = ["--config=experiments/copy_paste.py:quick", "--config.task.seq_len=24", "--config.task.pattern_length=3",
-         "--config.num_seeds=4", "--config.steps_per_epoch=3", "--config.batch_size=8", "--config.eval_size=16",
-         "--config.alignment_batch_size=8", "--config.model.num_hidden=8", f"--config.methods=('{METHOD}',)",
-         "--config.num_epochs=2", "--config.alignment_epochs=()", "--config.checkpoint_every=1"]
+# 2 seeds x 2 sweep settings: 4 replicas, one per device.
+FLAGS = ["--config=experiments/copy_paste.py:tiny", "--config.num_seeds=2", "--config.sweep={'train.lr': (3e-3, 1e-3)}",
+         f"--config.methods=('{METHOD}',)", "--config.num_epochs=2", "--config.alignment_epochs=()"]
 
 
 def free_port() -> int:
@@ -85,11 +85,12 @@ class MultiProcessTest(absltest.TestCase):
     rows, differences = reproduce.compare_runs(single, multi)
     self.assertEqual(differences, 0, rows)
     self.assertIn((f"{METHOD}/checkpoint_2", "identical arrays (17)"), rows)
-    self.assertIn((f"{METHOD}/metrics.jsonl", "identical (8 rows)"), rows)
+    for setting in ("lr=0.003", "lr=0.001"):
+      self.assertIn((f"settings/{setting}/{METHOD}/metrics.jsonl", "identical (4 rows)"), rows)
     # The seeds really were split: each process wrote its own shards of the checkpoint.
     item = multi / METHOD / "checkpoint_2" / "default"
     self.assertTrue((item / "ocdbt.process_0").is_dir() and (item / "ocdbt.process_1").is_dir())
-    self.assertIn("4 seeds x 1 methods on 4 cpu device(s)", outputs["process 0 of 2"][1])
+    self.assertIn("2 seeds x 1 methods x 2 settings on 4 cpu device(s)", outputs["process 0 of 2"][1])
     # Reports and the log come from process 0 alone.
     self.assertIn(f"| {METHOD} |", outputs["process 0 of 2"][0])
     self.assertNotIn(f"| {METHOD} |", outputs["process 1 of 2"][0])

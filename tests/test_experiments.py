@@ -19,18 +19,7 @@ ROOT = pathlib.Path(__file__).parents[1]
 
 
 def tiny_config(**overrides):
-  c = copy_paste.get_config("quick")
-  c.task.seq_len = 24
-  c.task.pattern_length = 3
-  c.num_seeds = 2
-  c.num_epochs = 3
-  c.steps_per_epoch = 3
-  c.batch_size = 8
-  c.eval_size = 16
-  c.alignment_batch_size = 8
-  c.alignment_epochs = (0, 2)
-  c.checkpoint_every = 1
-  c.model.num_hidden = 8
+  c = copy_paste.get_config("tiny")
   for key, value in overrides.items():
     node = c
     *parents, leaf = key.split(".")
@@ -129,8 +118,8 @@ class RunExperimentTest(_TempDirs):
     variant = report.load_run(first)
     variant["config"]["name"], variant["config"]["model"]["dt"] = "copy_paste_variant", 0.25
     columns = report.merge_runs([report.load_run(first), report.load_run(second), variant])
-    self.assertEqual([r["label"] for r in columns], ["copy_paste_quick", "copy_paste_variant"])
-    self.assertIn("| copy_paste_quick (ours) | copy_paste_quick (paper) |", report.table1(columns)[0])
+    self.assertEqual([r["label"] for r in columns], ["copy_paste_tiny", "copy_paste_variant"])
+    self.assertIn("| copy_paste_tiny (ours) | copy_paste_tiny (paper) |", report.table1(columns)[0])
     # A method without final.json (still training) shows its newest epoch, not a blank.
     (second / "readout" / "final.json").unlink()
     markdown, _ = report.table1(report.merge_runs([report.load_run(first), report.load_run(second)]))
@@ -277,6 +266,18 @@ class RunExperimentTest(_TempDirs):
     with self.assertRaisesRegex(ValueError, r"different config \(fields \['train.lr'\]"):
       train.prepare_workdir(tiny_config(), workdir, overwrite=False)
 
+  def test_every_run_ends_with_its_pictures_linked_from_results_md(self):
+    workdir = pathlib.Path(self.tmp())
+    train.run_experiment(tiny_config(methods=("bptt", "rhel", "readout"), num_epochs=2, alignment_epochs=(0, 1)),
+                         workdir)
+    text = (workdir / "results.md").read_text()
+    import matplotlib.image  # noqa: PLC0415
+    for name in ("curves.png", "alignment.png", "acc_by_step.png"):
+      self.assertIn(f"]({name})", text)
+      image = matplotlib.image.imread(workdir / name)
+      self.assertGreater(image.shape[0] * image.shape[1], 100_000, name)  # a real figure, not an empty file
+      self.assertGreater(float(image[..., :3].std()), 0.05, name)  # something is drawn on it
+
   def test_a_renamed_field_resumes_under_its_new_name(self):
     # train.w_lr_scale became train.lr_scale.W: a workdir saved with the old name resumes when the
     # value agrees, and is refused, naming the new field, when it does not.
@@ -342,13 +343,11 @@ class MainEntryPointTest(_TempDirs):
     return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
-  def test_shrunk_quick_config_runs_end_to_end(self):
+  def test_tiny_config_runs_end_to_end(self):
     workdir = self.tmp()
-    out = self._main("--config=experiments/copy_paste.py:quick", f"--workdir={workdir}",
+    out = self._main("--config=experiments/copy_paste.py:tiny", f"--workdir={workdir}",
                      "--config.methods=('tbptt','eprop')", "--config.num_epochs=2",
-                     "--config.steps_per_epoch=2", "--config.num_seeds=2", "--config.task.seq_len=30",
-                     "--config.batch_size=8", "--config.eval_size=16", "--config.alignment_epochs=(1,)",
-                     "--config.model.num_hidden=8")
+                     "--config.steps_per_epoch=2", "--config.task.seq_len=30", "--config.alignment_epochs=(1,)")
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     self.assertIn("[tbptt] epoch 2/2", out.stderr)
     self.assertIn("[eprop] epoch 2/2", out.stderr)
@@ -358,9 +357,7 @@ class MainEntryPointTest(_TempDirs):
     self.assertEqual(saved["methods"], ["tbptt", "eprop"])
 
   def test_sigterm_and_sigkill_then_resume_match_an_uninterrupted_run(self):
-    flags = ["--config=experiments/copy_paste.py:quick", "--config.task.seq_len=24", "--config.task.pattern_length=3",
-             "--config.num_seeds=2", "--config.steps_per_epoch=3", "--config.batch_size=8", "--config.eval_size=16",
-             "--config.alignment_batch_size=8", "--config.model.num_hidden=8", "--config.methods=('rhel',)",
+    flags = ["--config=experiments/copy_paste.py:tiny", "--config.methods=('rhel',)",
              "--config.num_epochs=40", "--config.alignment_epochs=(0,)"]
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
 

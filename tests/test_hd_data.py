@@ -12,7 +12,7 @@ import tempfile
 import numpy as np
 from absl.testing import absltest
 
-from data import hd_loader, synth_corpus
+from data import espeak, hd_loader, synth_corpus
 from data import heidelberg_digits as hd
 
 
@@ -229,6 +229,24 @@ class StandinStyleTest(_Base):
                           (dict(noise_snr_db=float("nan")), "noise_snr_db"), (dict(pad_ms=1e5), "pad_ms")):
       with self.assertRaisesRegex(ValueError, f"Style.{field}"):
         synth_corpus.Style(**kwargs)
+
+  def test_standin_is_cached_under_its_synthesiser_and_labelled_with_it(self):
+    from experiments import hd_data, heidelberg_digits
+    data = heidelberg_digits.get_config("quick").data
+    data.data_dir = str(self.tmp())
+    data.standin_speakers, data.standin_trials = 2, 1
+    out = hd_data.ensure_standin(data)
+    self.assertEqual(out, hd_data.standin_dir(data))
+    self.assertTrue(out.name.endswith("_" + synth_corpus.engine_tag()))
+    meta = synth_corpus.read_metadata(out)
+    self.assertEqual(meta["espeak_ng_version"], espeak.version())
+    self.assertEqual((meta["speakers"], meta["trials"], meta["train"] + meta["test"]), (2, 1, 40))
+    self.assertLen(list((out / "audio").iterdir()), 40)
+    self.assertIn(f"eSpeak NG {meta['espeak_ng_version']}", hd_data.source_label(data))
+    data.manual_dir = str(out)
+    self.assertIsNone(hd_data.source_label(data))
+    with self.assertRaisesRegex(ValueError, "synth_corpus.json: not a stand-in"):
+      synth_corpus.read_metadata(self.tmp())
 
   def test_room_response_decays(self):
     h = synth_corpus.room_response(np.random.default_rng(0), 0.4, 16000)

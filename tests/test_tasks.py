@@ -146,6 +146,18 @@ class TaskRegistryTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "no rows for seed 2"):
       best_on_validation(rows, "acc", 3)
 
+  def test_the_report_code_knows_tasks_only_through_the_interface(self):
+    # No task's name, display name or metric key in the code that summarises and reports runs.
+    words = {"Copy-Paste", "Heidelberg"}
+    for task in (CopyPaste, HeidelbergDigits):
+      words.add(task.name)
+      for metric in {task.primary_metric, task.per_step_metric, *task.summary_metrics, *task.fraction_metrics} - {None}:
+        words |= {f'"{metric}"', f"'{metric}'", f"test_{metric}"}
+    root = pathlib.Path(__file__).parents[1] / "experiments"
+    for module in ("report.py", "summary.py", "probe_table.py"):
+      source = (root / module).read_text()
+      self.assertEqual(sorted(w for w in words if w in source), [], module)
+
   def test_its_config_checks_run_and_name_the_field(self):
     config = sign_config()
     config.task.pool = 0

@@ -15,13 +15,22 @@ Layering rules (each a function of the :class:`Graph` returning its violations a
 
 * :func:`core_isolation_violations`: the core library ``rhel_jax`` imports no other project package
   (``experiments``, ``data``, ``benchmarks``, ``examples``, ``tools``, a task package, ...).
+* :func:`study_isolation_violations`: nothing outside ``studies`` imports a study; a side study can be
+  read, run or deleted without touching the rest.
+* :func:`report_isolation_violations`: the report code (``experiments.report``, ``summary``,
+  ``probe_table``) imports neither the training code nor a task's own module: it knows tasks only
+  through the ``experiments.tasks`` interface.
 * :func:`module_level_cycles`: no cycle of module-level imports (such a cycle makes the import order
   matter and breaks on a partially initialised module).
 * :func:`lazy_cycles`: cycles that close only through a lazy import; listed, and a violation too, since
   a cycle is a cycle even when a function body hides it from the import system.
 
-The page holds the git revision it was generated at; ``--check`` ignores that line, so the page is stale
-only when a module, an import edge, a docstring summary or a rule result has changed.
+The page also shows the layers (the top-level packages in dependency order, with what each imports and
+is imported by, from the same graph) and a guide to where a new method, task, config field,
+measurement, study or result goes (``GUIDE``; ``tests/test_architecture.py`` checks that every file it
+names exists). It holds the git revision it was generated at; ``--check`` ignores that line, so the
+page is stale only when a module, an import edge, a docstring summary, a rule result or the guide has
+changed.
 """
 from __future__ import annotations
 
@@ -39,6 +48,12 @@ from typing import Callable, Iterable, Optional
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CORE = "rhel_jax"
+STUDIES = "studies"
+REPORT_MODULES = ("experiments.report", "experiments.summary", "experiments.probe_table")
+# What the report code must not import: the training code, and a task's own module (the interface,
+# ``experiments.tasks`` and ``experiments.tasks.base``, is what it may use).
+REPORT_FORBIDDEN = ("experiments.train", "experiments.trainer")
+TASK_INTERFACE = ("experiments.tasks", "experiments.tasks.base")
 DEFAULT_OUT = "docs/architecture.md"
 NOT_PACKAGES = frozenset({"tests", "build", "dist", "docs", "runs"})
 COMMAND = "python -m tools.architecture"
@@ -224,6 +239,22 @@ def core_isolation_violations(graph: Graph, core: str = CORE) -> list[str]:
           for imp in graph.imports if _top(imp.source) == core and _top(imp.target) != core]
 
 
+def study_isolation_violations(graph: Graph, studies: str = STUDIES) -> list[str]:
+  """Imports of a study from any module outside the studies package (module-level or lazy)."""
+  return [f"{imp.source} imports {imp.target} ({graph.modules[imp.source].path}:{imp.line}"
+          f"{', lazy' if imp.lazy else ''})"
+          for imp in graph.imports if _top(imp.target) == studies and _top(imp.source) != studies]
+
+
+def report_isolation_violations(graph: Graph) -> list[str]:
+  """Imports of the training code or of a task's own module by the report code."""
+  def forbidden(target: str) -> bool:
+    return target in REPORT_FORBIDDEN or (target.startswith("experiments.tasks.") and target not in TASK_INTERFACE)
+  return [f"{imp.source} imports {imp.target} ({graph.modules[imp.source].path}:{imp.line}"
+          f"{', lazy' if imp.lazy else ''})"
+          for imp in graph.imports if imp.source in REPORT_MODULES and forbidden(imp.target)]
+
+
 def _strongly_connected(adj: dict[str, set[str]]) -> list[list[str]]:
   """Tarjan's strongly connected components (iterative), each sorted."""
   index: dict[str, int] = {}
@@ -324,6 +355,9 @@ class Rule:
 
 RULES = (
     Rule(f"the core library `{CORE}` imports no other project package", core_isolation_violations),
+    Rule(f"no module outside `{STUDIES}` imports a study", study_isolation_violations),
+    Rule("the report code (" + ", ".join(f"`{m}`" for m in REPORT_MODULES) + ") imports neither the "
+         "training code nor a task's own module", report_isolation_violations),
     Rule("no import cycle among modules (module-level imports)", module_level_cycles),
     Rule("no import cycle that closes through a lazy (function-level) import", lazy_cycles),
 )
@@ -335,6 +369,82 @@ def check_rules(graph: Graph) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------------ page
+
+# Where a new piece goes. Hand-written; every backquoted path in it must exist (tests/test_architecture.py).
+GUIDE = (
+    ("A gradient method",
+     "a function `(params, model, inputs_tm, targets, mask, loss_fn, **options) -> (loss, grads)` in "
+     "`rhel_jax/gradients.py` (or a module of its own in `rhel_jax/`), registered with "
+     "`rhel_jax.register(rhel_jax.Method(...))` (`rhel_jax/methods.py`). Its `Option`s become the config "
+     "fields `config.method.<config_key>` (`experiments/base_config.py` builds them from the registry, "
+     "`experiments/config_check.py` checks them); the trainer, the report and the benchmarks read names, "
+     "options and colours from the registry, and `tests/test_method_contract.py` checks the method against "
+     "its declared contract. Nothing else changes."),
+    ("A task",
+     "a `Task` subclass (the interface: `experiments/tasks/base.py`) in its own module under "
+     "`experiments/tasks/`, registered with `experiments.tasks.register` and imported by "
+     "`experiments/tasks/__init__.py`; its config in a module of its own beside `experiments/copy_paste.py`, "
+     "starting from `experiments/base_config.py`; its dataset code, if any, in `data/`. The trainer and the "
+     "reports read all they need from the class: loss, metrics, primary metric and its description, the "
+     "paper's Table 1 entry per method (`paper_table1`), a per-step metric's table, chance and target "
+     "levels; no task name appears in the report code. `tests/test_tasks.py` checks that, and trains a tiny "
+     "synthetic task end to end."),
+    ("A config field",
+     "a field every experiment shares goes in `experiments/base_config.py` and is checked in "
+     "`experiments/config_check.py`; a task's own field goes in its config module and is checked in its "
+     "`Task.validate_config`, both with the helpers of `experiments/config_fields.py`, so a bad value "
+     "fails before any compute with an error that names the field. A field that changes nothing at its "
+     "neutral value is added to `ADDED_FIELDS` in `experiments/workdir.py`, so that workdirs started "
+     "before it resume; a renamed one to `RENAMED_FIELDS`."),
+    ("A measurement of cost or fidelity",
+     "a module in `benchmarks/` (`python -m benchmarks.<name> --out docs/results/<folder>`); speed and "
+     "memory targets are checked there, not in timed tests."),
+    ("A side study",
+     "a package of its own under `studies/` (like `studies/hd_speakers/`) holding its modules, its "
+     "`NOTES.md` (the path: probes, superseded protocols, with the command of each number) and its "
+     "results (`studies/hd_speakers/results/`). Nothing outside `studies` imports it (a rule below)."),
+    ("A result the docs cite",
+     "a folder of `docs/results/` named for what it holds, listed in `docs/results/README.md`, its numbers "
+     "quoted in `docs/results.md` with the command and git revision that wrote them. A result that is "
+     "superseded leaves the tree and is listed in `docs/results/archive.md` with the commit that holds it."),
+)
+
+
+def package_imports(graph: Graph) -> dict[str, set[str]]:
+  """Top-level package -> the other top-level packages its modules import (module-level or lazy)."""
+  out: dict[str, set[str]] = {p: set() for p in graph.packages}
+  for (src, dst), _ in graph.edges().items():
+    if _top(src) != _top(dst):
+      out.setdefault(_top(src), set()).add(_top(dst))
+  return out
+
+
+def layer_order(graph: Graph) -> list[str]:
+  """The top-level packages, each after the packages it imports (names break ties; a cycle's
+  members follow in name order)."""
+  deps = package_imports(graph)
+  order: list[str] = []
+  left = sorted(deps)
+  while left:
+    ready = [p for p in left if deps[p] <= set(order)] or left[:1]
+    order.append(ready[0])
+    left.remove(ready[0])
+  return order
+
+
+def layers(graph: Graph) -> list[str]:
+  """Markdown table of the top-level packages in dependency order."""
+  deps = package_imports(graph)
+  users = {p: sorted(q for q in deps if p in deps[q]) for p in deps}
+  code = lambda names: ", ".join(f"`{n}`" for n in names) or "-"
+  lines = ["| layer | what | modules | imports | imported by |", "|---|---|---|---|---|"]
+  for package in layer_order(graph):
+    count = sum(_top(name) == package for name in graph.modules)
+    summary = graph.modules[package].summary if package in graph.modules else ""
+    lines.append(f"| `{package}` | {_md_cell(summary) or '*(no docstring)*'} | {count} | "
+                 f"{code(sorted(deps[package]))} | {code(users[package])} |")
+  return lines
+
 
 def _node_id(name: str, prefix: str = "m_") -> str:
   return prefix + name.replace(".", "__")
@@ -402,6 +512,20 @@ def render(graph: Graph, revision: str, out: str = DEFAULT_OUT) -> str:
       f"{sum(not lazy for lazy in n_edges.values())} module-level import edges (solid) and "
       f"{sum(n_edges.values())} lazy ones (dashed: imported only inside a function, at call time). "
       "An arrow points from the importing module to the imported one.",
+      "",
+      "## Layers",
+      "",
+      "The top-level packages in dependency order: each comes after the packages it imports (counting "
+      "lazy imports too), so the core library and the datasets come first and the measurements, the side "
+      "studies and the developer tools last.",
+      "",
+      *layers(graph),
+      "",
+      "## Where a new piece goes",
+      "",
+      *[f"- **{what}**: {where}" for what, where in GUIDE],
+      "",
+      "## Module diagram",
       "",
       *mermaid(graph),
       "",
