@@ -28,23 +28,13 @@ from typing import Any, Optional
 import jax
 from absl import logging
 
+from experiments.sharding import is_primary, sync_processes
+
 _STEP = re.compile(r"^checkpoint_(\d+)$")            # an Orbax checkpoint (a directory)
 _LEGACY = re.compile(r"^checkpoint_(\d+)\.msgpack$")  # a flax.serialization file from before Orbax
 PREFIX = "checkpoint"
 ITEM = "default"          # the item name Orbax gives a CheckpointManager's single item
 UNREADABLE = ".unreadable"  # suffix of a checkpoint set aside because it could not be read
-
-
-def is_primary() -> bool:
-  """True in the process that writes reports: process 0 of a ``jax.distributed`` run, or the only one."""
-  return not jax.distributed.is_initialized() or jax.process_index() == 0
-
-
-def sync_processes(name: str) -> None:
-  """A barrier across the processes of a ``jax.distributed`` run; nothing in a single process."""
-  if jax.distributed.is_initialized() and jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
 
 
 def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:

@@ -16,7 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import checkpoints
-from experiments.sharding import initialize_distributed
+from experiments.sharding import initialize_distributed, is_primary
 from experiments.train import Interrupted, run_experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).",
@@ -47,7 +47,7 @@ def main(argv):
   elif config.distributed is True:
     initialize_distributed()  # from the cluster's environment
   # One log and one report per run: the other processes log warnings and errors only.
-  logging.set_verbosity(logging.INFO if checkpoints.is_primary() else logging.WARNING)
+  logging.set_verbosity(logging.INFO if is_primary() else logging.WARNING)
   if not _RECIPES.value:
     with config.unlocked():
       config.recipes = type(config.recipes)()

@@ -19,6 +19,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 AXIS = "seeds"
 
 
+def is_primary() -> bool:
+  """True in the process that writes reports and shared caches: process 0 of a ``jax.distributed``
+  run, or the only one."""
+  return not jax.distributed.is_initialized() or jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+  """A barrier across the processes of a ``jax.distributed`` run; nothing in a single process."""
+  if jax.distributed.is_initialized() and jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
 def initialize_distributed(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
                            process_id: Optional[int] = None) -> None:
   """``jax.distributed.initialize`` once, before any computation; a second call does nothing.

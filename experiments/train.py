@@ -34,7 +34,7 @@ from experiments import checkpoints, plots, recipes, sweep
 from experiments.config_check import validate_config
 from experiments.optim import make_optimizer  # noqa: F401  (part of this module's interface)
 from experiments.progress import Interrupted, Progress, StopFlag  # noqa: F401
-from experiments.sharding import agreed_signal, seed_mesh, shard_seeds, to_host
+from experiments.sharding import agreed_signal, is_primary, seed_mesh, shard_seeds, to_host
 from experiments.summary import best_on_validation, results_markdown, summarize
 from experiments.tasks import build_task
 from experiments.trainer import MethodTrainer, method_options, model_config, seed_keys  # noqa: F401
@@ -221,7 +221,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
             + figures_markdown(workdir, config, task, list(results[0]))) + in_progress
     checkpoints.atomic_write_text(workdir / "results.md", text)
     checkpoints.atomic_write_text(workdir / "results.json", json.dumps(all_rows, indent=1))
-  if checkpoints.is_primary():
+  if is_primary():
     print(text, flush=True)
   return all_rows
 

@@ -10,6 +10,7 @@ import subprocess
 from absl import logging
 
 from experiments import checkpoints
+from experiments.sharding import is_primary, sync_processes
 
 
 def git_revision() -> str:
@@ -44,14 +45,14 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
       if not overwrite:
         raise ValueError(f"workdir {workdir} holds a run with a different config (fields {changed}); "
                          "use another --workdir, or --overwrite to delete that run")
-      if checkpoints.is_primary():
+      if is_primary():
         shutil.rmtree(workdir)
     elif diff:
       logging.info("workdir %s: config fields new since the run started, at their defaults: %s", workdir,
                    [k for k, _ in diff])
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoints.atomic_write_text(path, json.dumps(resolved, indent=1, sort_keys=True))
-  checkpoints.sync_processes(f"workdir {workdir} prepared")
+  sync_processes(f"workdir {workdir} prepared")
 
 
 _MISSING = object()
