@@ -190,15 +190,12 @@ def fetch_official(download_dir: pathlib.Path, urls: Sequence[str] = OFFICIAL_UR
 
 
 def _discard_download(download_dir: pathlib.Path, url: str, path: Optional[pathlib.Path] = None) -> None:
-  """Removes what TFDS's cache holds for ``url``: ``path``, the file named after the address, their
-  ``.INFO`` records, and the temporary folder of a download that failed its check."""
+  """Removes what TFDS's cache holds for ``url`` (``path``, or the file it names after the address)
+  and its ``.INFO`` record, so that the next run downloads it again."""
   resource = tfds.download.resource
-  by_url = download_dir / resource.get_dl_fname(url)
-  for p in {by_url, *([path] if path else [])}:
+  for p in {download_dir / resource.get_dl_fname(url), *([path] if path else [])}:
     p.unlink(missing_ok=True)
     resource.get_info_path(p).unlink(missing_ok=True)
-  for tmp in download_dir.glob(f"{by_url.name}.tmp.*"):
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def extract(archive: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
