@@ -79,6 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
   # bit for bit (README, "Exact-reversible mode"); the other methods ignore it.
   c.model.exact_reversible = False
   c.model.grid_bits = 26
+  # Time steps per iteration of every scan over time, the same for every method; None: the
+  # backend's default (rhel_jax.model.DEFAULT_UNROLL: 1 on CPU). Only round-off depends on it.
+  c.model.unroll = config_dict.FieldReference(None, field_type=int)
 
   # eps: the RHEL nudge per sequence (see README; None = rhel_jax.default_eps for the dtype and
   # mode); tbptt_k: the truncated-BPTT window (the paper's 2 steps); eprop_online: e-prop's forward-mode

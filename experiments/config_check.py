@@ -51,6 +51,8 @@ def validate_config(config) -> None:
   int_field(config, "train.warmup_steps", minimum=0)
   choice_field(config, "model.rho", ACTIVATIONS)
   bool_field(config, "model.exact_reversible")
+  if get_field(config, "model.unroll") is not None:
+    int_field(config, "model.unroll")
   int_field(config, "model.grid_bits", minimum=4)
   if config.model.grid_bits > 26:
     raise ValueError(f"config.model.grid_bits must be an int in [4, 26], got {config.model.grid_bits!r}")

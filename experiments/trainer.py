@@ -10,7 +10,7 @@ import rhel_jax
 from experiments.optim import make_optimizer
 from experiments.sweep import optimizer_values
 from rhel_jax.alignment import alignment_with
-from rhel_jax.integrator import forward_phase
+from rhel_jax.integrator import forward_readouts
 from rhel_jax.losses import resolve_loss
 from rhel_jax.methods import METHODS
 
@@ -18,7 +18,7 @@ from rhel_jax.methods import METHODS
 def model_config(config) -> rhel_jax.ModelConfig:
   m = config.model
   return rhel_jax.ModelConfig(alpha=m.alpha, beta=m.beta, dt=m.dt, rho=m.rho,
-                              exact_reversible=m.exact_reversible, grid_bits=m.grid_bits)
+                              exact_reversible=m.exact_reversible, grid_bits=m.grid_bits, unroll=m.unroll)
 
 
 def method_options(config, method: str) -> dict:
@@ -93,11 +93,10 @@ class MethodTrainer:
                                             if m.w_init == "spectral" else None))
     return {"params": params, "opt_state": self.optimizer.init(params), "diverged": jnp.array(False)}
 
-  def _grads(self, params, batch, fn=None, options=None):
-    inputs, targets, mask = batch
-    fn = fn or self.fn
+  def _grads(self, params, batch, method=None, options=None):
+    method = METHODS[method or self.method]
     options = self.options if options is None else options
-    return fn(params, self.model, jnp.swapaxes(inputs, 0, 1), targets, mask, self.loss_fn, **options)
+    return method.bind(self.model, self.loss_fn, **options)(params, *batch)
 
   def _epoch(self, state, data_key, data, epoch, seq_len, values):
     """One epoch for one replica. A non-finite loss or gradient freezes the replica (no update)."""
@@ -124,10 +123,9 @@ class MethodTrainer:
 
   def _evaluate(self, params, test):
     inputs, targets, mask = test
-    _, ys, _ = forward_phase(params, self.model, jnp.swapaxes(inputs, 0, 1))
-    return self.task.metrics(jnp.swapaxes(ys, 0, 1), targets, mask)
+    return self.task.metrics(forward_readouts(params, self.model, inputs), targets, mask)
 
   def _alignment(self, params, probe, values):
-    _, ref = self._grads(params, probe, METHODS["bptt"].fn, {})
+    _, ref = self._grads(params, probe, "bptt", {})
     _, grads = self._grads(params, probe, options=self._replica_options(values))
     return alignment_with(grads, ref)

@@ -62,6 +62,8 @@ ADDED_FIELDS = {"method.eprop_online": True, "sweep": {}, "recipes": {}, "train.
                 **{f"train.lr_scale.{k}": 1.0 for k in ("W", "b", "B", "W_out", "b_out")},
                 "task.curriculum": [], "task.curriculum_stage_epochs": 10, "model.w_init": "gaussian",
                 "model.omega_min": 0.1, "model.omega_max": 3.0, "task.pooling": "mean", "train.weight_decay": 0.0,
+                # None: the backend's default unroll, 1 on CPU, where the runs before it were made.
+                "model.unroll": None,
                 # Heidelberg Digits' feature, stand-in and augmentation options, all off.
                 "data.standin_voices": "basic", "data.standin_noise_snr_db": None, "data.standin_reverb_rt60": 0.0,
                 "data.standin_pad_ms": 0.0, "data.standin_gain_db": 0.0, "data.require_manual_dir": False,

@@ -233,6 +233,7 @@ class RunExperimentTest(_TempDirs):
                               ("alignment_epochs", (0, 99), "config.alignment_epochs"),
                               ("task.seq_len", 5, "config.task.seq_len"),
                               ("model.grid_bits", 30, "config.model.grid_bits"),
+                              ("model.unroll", 0, "config.model.unroll"),
                               ("method.eps", -1.0, "config.method.eps"),
                               ("method.tbptt_k", 0, "config.method.tbptt_k")):
       with self.assertRaisesRegex(ValueError, field):
