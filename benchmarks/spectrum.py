@@ -72,12 +72,10 @@ def trained_table(workdirs: list[pathlib.Path]) -> str:
 
 def _newest_checkpoint(directory: pathlib.Path):
   """(epoch, params) of the newest checkpoint, or None; params keep their leading seed axis."""
-  from flax import serialization
-  found = sorted((int(p.stem.split("_")[1]), p) for p in directory.glob("checkpoint_*.msgpack"))
-  if not found:
+  try:
+    return checkpoints.restore_params(directory)
+  except FileNotFoundError:
     return None
-  epoch, path = found[-1]
-  return epoch, serialization.msgpack_restore(path.read_bytes())["params"]
 
 
 def _init_params(config: dict, num_seeds: int) -> dict:

@@ -22,6 +22,7 @@ from absl import logging
 from data import augment, espeak, hd_loader, synth_corpus
 from experiments.schema import (BOOL, FINITE, FRACTION, NONNEGATIVE, POSITIVE, SINCE_START, STRING, Check, Field,
                                 Int, Maybe, OneOf, Range, Section, check, is_int, legacy_value)
+from experiments.sharding import is_primary, sync_processes
 
 if TYPE_CHECKING:  # the TFDS builder is imported where it runs, so the config side stays light
   from data.heidelberg_digits import HDConfig
@@ -219,7 +220,20 @@ def num_classes(data, arrays: dict[str, hd_loader.HDArrays]) -> int:
 
 
 def load(data) -> dict[str, hd_loader.HDArrays]:
+  """The splits of ``config.data``, building what is not cached yet (stand-in corpus, TFDS dataset).
+
+  In a multi-process run process 0 builds the shared caches first and the others then read them.
+  """
   validate(data)
+  if is_primary():
+    arrays = _load(data)
+    sync_processes("heidelberg digits ready")
+    return arrays
+  sync_processes("heidelberg digits ready")
+  return _load(data)
+
+
+def _load(data) -> dict[str, hd_loader.HDArrays]:
   if data.manual_dir:
     source = pathlib.Path(data.manual_dir).expanduser().resolve()
     if not source.exists():

@@ -12,7 +12,7 @@ Workdir layout::
     invocations.jsonl           command, git revision and start time of every invocation (resumes too)
     <method>/metrics.jsonl      one row per (epoch, seed): train loss, test metrics, diverged
     <method>/alignment.jsonl    one row per (alignment epoch, seed): cosine with BPTT per tensor
-    <method>/checkpoint_<epoch>.msgpack   params + optimizer state + divergence flags
+    <method>/checkpoint_<epoch>/  params + optimizer state + divergence flags (Orbax; experiments.checkpoints)
     <method>/timing.jsonl       wall seconds per epoch (resumes included)
     <method>/final.json         final per-seed test metrics
     results.md, results.json    Table-1-style summary: mean +- std over seeds (experiments.summary)
@@ -34,19 +34,11 @@ from experiments import checkpoints, plots, recipes, sweep
 from experiments.config_check import validate_config
 from experiments.optim import make_optimizer  # noqa: F401  (part of this module's interface)
 from experiments.progress import Interrupted, Progress, StopFlag  # noqa: F401
-from experiments.sharding import seed_mesh, shard_seeds
+from experiments.sharding import agreed_signal, is_primary, seed_mesh, shard_seeds, to_host
 from experiments.summary import best_on_validation, results_markdown, summarize
 from experiments.tasks import build_task
 from experiments.trainer import MethodTrainer, method_options, model_config, seed_keys  # noqa: F401
 from experiments.workdir import git_revision, prepare_workdir, renamed_fields, with_added_fields  # noqa: F401
-
-
-def to_host(x) -> np.ndarray:
-  """A seed-sharded array as numpy; across several hosts, gathered from every process first."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    x = multihost_utils.process_allgather(x, tiled=True)
-  return np.asarray(x)
 
 
 def seed_rows(epoch: int, values: dict[str, Any]) -> list[dict]:
@@ -133,14 +125,11 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
     for rows, d in zip(timing_rows, outs):
       rows.append({"epoch": epoch, "seconds": seconds})
       checkpoints.write_jsonl(d / "timing.jsonl", rows)
-    stopping = stop is not None and stop.signum is not None
+    signum = agreed_signal(None if stop is None else stop.signum)  # every process stops at the same epoch
+    stopping = signum is not None
     if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.num_epochs or stopping:
-      if jax.process_count() == 1:
-        checkpoints.save_checkpoint(directory, epoch + 1, state)
-      else:  # gather the seed shards; one process writes (the workdir must be a shared filesystem)
-        host_state = jax.tree.map(to_host, state)
-        if jax.process_index() == 0:
-          checkpoints.save_checkpoint(directory, epoch + 1, host_state)
+      # Every process saves its seed shards (Orbax; a multi-host workdir is on a shared filesystem).
+      checkpoints.save_checkpoint(directory, epoch + 1, state)
     progress.update(1, time.time() - t0)
     primary = to_host(evaluation[task.primary_metric])
     diverged = to_host(state["diverged"])
@@ -152,9 +141,11 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
                  diverged_note(diverged, num_seeds, all_settings),
                  progress.elapsed(), progress.eta())
     if stopping:
-      raise Interrupted(stop.signum)
+      checkpoints.wait_until_finished(directory)
+      raise Interrupted(signum)
 
   final = {k: to_host(v) for k, v in trainer.evaluate(state["params"], test_sets).items()}
+  checkpoints.wait_until_finished(directory)  # final.json promises the last checkpoint is on disk
   diverged = to_host(state["diverged"])
   results = []
   for i, d in enumerate(outs):
@@ -230,7 +221,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
             + figures_markdown(workdir, config, task, list(results[0]))) + in_progress
     checkpoints.atomic_write_text(workdir / "results.md", text)
     checkpoints.atomic_write_text(workdir / "results.json", json.dumps(all_rows, indent=1))
-  print(text, flush=True)
+  if is_primary():
+    print(text, flush=True)
   return all_rows
 
 

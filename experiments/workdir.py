@@ -11,6 +11,7 @@ import subprocess
 from absl import logging
 
 from experiments import base_config, checkpoints, schema, tasks
+from experiments.sharding import is_primary, sync_processes
 
 
 def git_revision() -> str:
@@ -27,7 +28,11 @@ def git_revision() -> str:
 
 
 def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
-  """Creates the workdir and saves the config; refuses a workdir that holds a different run."""
+  """Creates the workdir and saves the config; refuses a workdir that holds a different run.
+
+  In a multi-process run every process checks (and refuses alike); process 0 deletes and writes,
+  and the others wait for it.
+  """
   resolved = json.loads(config.to_json_best_effort())
   path = workdir / "config.json"
   if path.exists():
@@ -36,11 +41,13 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
       if not overwrite:
         raise ValueError(f"workdir {workdir} holds a run with a different config (fields {changed}); "
                          "use another --workdir, or --overwrite to delete that run")
-      shutil.rmtree(workdir)
+      if is_primary():
+        shutil.rmtree(workdir)
     elif added:
       logging.info("workdir %s: config fields new since the run started, at their defaults: %s", workdir, added)
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoints.atomic_write_text(path, json.dumps(resolved, indent=1, sort_keys=True))
+  sync_processes(f"workdir {workdir} prepared")
 
 
 def compare_configs(saved: dict, resolved: dict) -> tuple[list[str], list[str]]:

@@ -65,6 +65,14 @@ class RealTreeTest(absltest.TestCase):
     self.assertGreater(len(paths), 10)
     self.assertEqual([p for p in paths if not (ROOT / p).exists()], [])
 
+  def test_the_library_table_names_files_that_exist_and_import_their_library(self):
+    for what, library, where, note in architecture.LIBRARIES:
+      paths = [where] + re.findall(r"`([\w./]+/[\w./]*)`", note)
+      self.assertEqual([p for p in paths if not (ROOT / p).exists()], [], what)
+      if library:  # the module really imports the library it is credited with
+        last = re.escape(library.split(".")[-1])
+        self.assertRegex((ROOT / where).read_text(), rf"(?m)^\s*(from|import)\s.*\b{last}\b", what)
+
   def test_layers_put_each_package_after_what_it_imports(self):
     order = architecture.layer_order(self.graph)
     self.assertEqual(sorted(order), sorted(self.graph.packages))

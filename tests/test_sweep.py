@@ -2,6 +2,7 @@
 replaces, keeps the settings' outputs apart, and refuses bad sweep fields by name."""
 import json
 import pathlib
+import shutil
 
 from absl.testing import absltest, parameterized
 import ml_collections
@@ -75,8 +76,8 @@ class SweepTest(_TempDirs, parameterized.TestCase):
     train.run_experiment(config, straight)
     train.run_experiment(config, resumed)
     # Drop the last epoch's checkpoint and rows, as a stop after epoch 1 leaves them.
-    for path in (resumed / "rhel").glob("checkpoint_2*"):
-      path.unlink()
+    for path in (resumed / "rhel").glob("checkpoint_2*"):  # an Orbax directory (a msgpack file before)
+      shutil.rmtree(path) if path.is_dir() else path.unlink()
     train.run_experiment(config, resumed)
     for label in ("lr=0.003", "lr=0.001"):
       for name in ("metrics.jsonl", "final.json"):

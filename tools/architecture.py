@@ -530,6 +530,52 @@ def git_revision(root: pathlib.Path) -> str:
 _REVISION = re.compile(r"at revision `[^`]*`")
 
 
+# Where the JAX ecosystem's maintained libraries do the work, and what stays hand-written and why.
+# (concern, library module or None, file, note). A library's file must import it, and every
+# backquoted path must exist (tests/test_architecture.py).
+LIBRARIES = (
+    ("Checkpoints", "orbax.checkpoint", "experiments/checkpoints.py",
+     "Orbax's `CheckpointManager`: saves in the background, each process writes its own shards, data "
+     "checksummed, the newest two kept; anyone reads a run's weights with Orbax alone (README). The "
+     "flax msgpack files of older workdirs are read once and replaced."),
+    ("Downloading the official HD archive", "tensorflow_datasets", "data/heidelberg_digits.py",
+     "TFDS's `DownloadManager` (retries, a cache, TFDS's checksums record) and TFDS's `manual_dir`, in "
+     "place of urllib and our own retry loop."),
+    ("Several processes", "jax.experimental.multihost_utils", "experiments/sharding.py",
+     "`jax.distributed` with gloo on the CPU; global arrays from `jax.make_array_from_callback`; metrics "
+     "gathered with `process_allgather`."),
+    ("Configs and flags of a run", "ml_collections", "experiments/main.py",
+     "ml-collections config files with absl flags."),
+    ("Optimizers and schedules", "optax", "experiments/optim.py", "optax; nothing hand-written."),
+    ("Progress and ETA", None, "experiments/progress.py",
+     "kept: one absl log line per epoch carries elapsed time and the ETA over every (method, epoch), with "
+     "resumed epochs counted as done. tqdm (installed with TFDS) draws a terminal bar, which in a log file "
+     "or under a job scheduler becomes carriage-return frames; TFDS's own bars are switched off in "
+     "`data/heidelberg_digits.py` for that reason."),
+    ("Stopping on SIGINT/SIGTERM", None, "experiments/progress.py",
+     "kept: a flag the epoch loop checks, so a jitted epoch is never cut, and `agreed_signal` in "
+     "`experiments/sharding.py` (one all-gather per epoch) so every process stops at the same epoch. "
+     "JAX's preemption sync point covers only SIGTERM, and only in a `jax.distributed` run."),
+    ("Argument parsing of benchmarks and tools", "argparse", "benchmarks/run.py",
+     "the standard library's parser, not absl flags: those are process-wide and defined at import, and the "
+     "benchmarks import one another (`benchmarks/fidelity.py` imports `benchmarks/core_check.py`) and are "
+     "imported by tests, which would define a flag twice."),
+    ("Markdown tables", None, "experiments/summary.py",
+     "kept: rows are f-strings of a few cells; tabulate (which pandas' `to_markdown` also needs) would be "
+     "a new dependency for that, and the tests compare rows as exact strings."),
+    ("Atomic files and JSONL", None, "experiments/checkpoints.py",
+     "kept: temporary file, fsync and `os.replace` (about 15 lines of the standard library); a package "
+     "would add a dependency and no safety."),
+    ("Extracting the HD archive", None, "data/heidelberg_digits.py",
+     "kept: `tarfile` with the standard library's `data` filter (no member outside the folder), staged and "
+     "renamed, cached by the archive's md5, the same for an archive from `manual_dir` and a downloaded one; "
+     "a truncated archive is an error that names the file."),
+    ("Bit-level comparison of results", None, "tools/reproduce.py",
+     "kept: per tensor, how many entries differ and the largest absolute and ulp difference, over every "
+     "tensor; numpy's `assert_array_max_ulp` raises on the first array with only its largest ulp distance."),
+)
+
+
 def render(graph: Graph, revision: str, out: str = DEFAULT_OUT) -> str:
   """The whole page (deterministic for a given tree and revision)."""
   results = check_rules(graph)
@@ -561,6 +607,13 @@ def render(graph: Graph, revision: str, out: str = DEFAULT_OUT) -> str:
       "### A config field, worked through",
       "",
       *CONFIG_FIELD_EXAMPLE.splitlines(),
+      "",
+      "## Libraries, and what stays hand-written",
+      "",
+      "| concern | library | where | note |",
+      "|---|---|---|---|",
+      *[f"| {what} | {f'`{lib}`' if lib else 'hand-written'} | `{where}` | {_md_cell(note)} |"
+        for what, lib, where, note in LIBRARIES],
       "",
       "## Module diagram",
       "",
