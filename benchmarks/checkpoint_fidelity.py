@@ -1,6 +1,6 @@
 """Gradient fidelity on a *trained* network: each RHEL setting against BPTT, from a run's checkpoint.
 
-    python -m benchmarks.checkpoint_fidelity runs/probes/p03_spectral_seed1001/bptt --out docs/results/checkpoint_fidelity.md
+    python -m benchmarks.checkpoint_fidelity runs/probes/p03_spectral_seed1001/bptt --out docs/results/copy_paste_recipe/checkpoint_fidelity_p03.md
 
 Loads the newest checkpoint of a Copy-Paste run's method directory (seed ``--seed`` of the sweep),
 draws a probe batch of 64 sequences, and compares one-sided and centered RHEL, in float32 and in
@@ -19,7 +19,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
 import rhel_jax
 from experiments import checkpoints
@@ -36,13 +35,12 @@ def main():
   parser.add_argument("--seed", type=int, default=0, help="index of the seed in the sweep")
   parser.add_argument("--out", type=pathlib.Path, required=True)
   args = parser.parse_args()
-  found = sorted((int(p.stem.split("_")[1]), p) for p in args.method_dir.glob("checkpoint_*.msgpack"))
-  if not found:
-    raise SystemExit(f"{args.method_dir}: no checkpoint_*.msgpack")
-  epoch, path = found[-1]
+  try:
+    epoch, raw = checkpoints.restore_params(args.method_dir)
+  except FileNotFoundError as e:
+    raise SystemExit(str(e)) from e
   config = json.loads((args.method_dir.parent / "config.json").read_text())
   m, t = config["model"], config["task"]
-  raw = serialization.msgpack_restore(path.read_bytes())["params"]
   params = {k: jnp.asarray(v[args.seed]) for k, v in raw.items()}
   model = rhel_jax.ModelConfig(alpha=m["alpha"], beta=m["beta"], dt=m["dt"], rho=m["rho"])
   task = CopyTask(num_bits=t["num_bits"], pattern_length=t["pattern_length"], steps_per_symbol=t["steps_per_symbol"],
@@ -52,7 +50,7 @@ def main():
   flat = lambda g: np.concatenate([np.ravel(np.asarray(g[k], np.float64)) for k in ("W", "b", "B")])
   _, ref = rhel_jax.gradient("bptt", params, model, inputs, targets, mask, loss="bce")
   ref = flat(ref)
-  lines = [f"Checkpoint `{path}` (epoch {epoch}, seed {args.seed}), probe batch of 64, float32; "
+  lines = [f"Checkpoint of epoch {epoch} in `{args.method_dir}` (seed {args.seed}), probe batch of 64, float32; "
            f"Hamiltonian parameters (W, b, B), |BPTT grad| = {np.linalg.norm(ref):.3g}.", "",
            "| method | eps | mode | cosine with BPTT | relative error |", "|---|---|---|---|---|"]
   for method, eps, exact in SETTINGS:

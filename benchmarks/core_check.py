@@ -4,7 +4,7 @@
     python -m benchmarks.core_check --part=fidelity
     python -m benchmarks.core_check --part=memory
     python -m benchmarks.core_check --part=eps          # float32 vs float64 eps sweep on Copy-Paste
-    python -m benchmarks.core_check --part=exact --out docs/results/exact   # exact mode vs float64
+    python -m benchmarks.core_check --part=exact --out docs/results/exact_mode/error   # exact mode vs float64
 
 fidelity: float64, random 32-unit network (init_params defaults), T=300, batch 8, MSE on random
 targets: cosine and relative error of each method against jax.grad BPTT, per parameter tensor.
@@ -142,7 +142,7 @@ def write_exact_report(rows: list[dict], out) -> None:
   lengths = sorted({r["T"] for r in rows})
   eps_values = sorted({r["eps"] for r in rows}, reverse=True)
   lines = ["# Exact-reversible mode: error against float64 BPTT", "",
-           "- command: `python -m benchmarks.core_check --part=exact --out docs/results/exact`",
+           "- command: `python -m benchmarks.core_check --part=exact --out docs/results/exact_mode/error`",
            f"- git revision: `{_git_revision()}`",
            "- N=32, batch 8, MSE on the last 200 steps, dt=0.2; weak: W and inputs x0.1, strong: x1.0",
            "- relative error |g - g_bptt| / |g_bptt| against float64 BPTT; `nan` = the estimate was not finite",

@@ -1,6 +1,6 @@
 """e-prop's two forms on the Copy-Paste full config: the same gradient, at what cost.
 
-    python -m benchmarks.eprop_forms --out docs/results/eprop_forms
+    python -m benchmarks.eprop_forms --out docs/results/cost/eprop_forms
 
 ``eprop(online=True)`` runs the exact eligibility traces forward (O(B N^2) state per step, the
 rule as an online learner would run it); ``online=False`` gives the same gradient in reverse mode,
@@ -26,7 +26,6 @@ from experiments.tasks import build_task
 from experiments.trainer import MethodTrainer
 from experiments.workdir import git_revision
 from rhel_jax.alignment import cosine
-from rhel_jax.methods import METHODS
 
 
 def _timed(fn, *args, repeats: int) -> tuple[object, float]:
@@ -50,7 +49,7 @@ def measure(dtype: str, repeats: int) -> tuple[list[dict], dict]:
            "bptt (for scale)": ("bptt", {})}
   grads, seconds = {}, {}
   for label, (method, options) in forms.items():
-    fn = jax.jit(lambda p, b, m=method, o=options: trainer._grads(p, b, METHODS[m].fn, o)[1])
+    fn = jax.jit(lambda p, b, m=method, o=options: trainer._grads(p, b, m, o)[1])
     grads[label], seconds[label] = _timed(fn, params, batch, repeats=repeats)
   rows = []
   for k in grads["online"]:

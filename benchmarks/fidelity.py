@@ -81,19 +81,17 @@ def train_params(task: str, steps: int, log=print):
   import optax
   import rhel_jax
   from experiments.tasks.copy_paste import metrics
-  from rhel_jax.gradients import bptt
-  from rhel_jax.losses import resolve_loss
   model = rhel_jax.ModelConfig(dt=0.5)
   # The classifier diverged at 3e-3 (test accuracy back at chance); 1e-3 trains it.
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3 if task == "copy" else 1e-3))
-  loss_fn = resolve_loss("bce" if task == "copy" else "ce_mean")
+  bptt = rhel_jax.METHODS["bptt"].bind(model, "bce" if task == "copy" else "ce_mean")
 
   @jax.jit
   def run(params, opt_state, key):
     def step(carry, k):
       params, opt_state = carry
       x, y, m, _ = sample(task, k, 32, TRAIN_T)
-      loss, grads = bptt(params, model, jnp.swapaxes(x, 0, 1), y, m, loss_fn)
+      loss, grads = bptt(params, x, y, m)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), loss
     return jax.lax.scan(step, (params, opt_state), jax.random.split(key, steps))

@@ -41,7 +41,6 @@ def main():
   from jax import lax
   import rhel_jax
   from experiments.tasks.copy_paste import CopyTask
-  from rhel_jax.gradients import bptt, rhel, rhel_centered
   from rhel_jax.integrator import echo_phase, forward_phase, leapfrog_step, zero_state
 
   n, steps, batch = args.n, args.steps, args.batch
@@ -50,7 +49,7 @@ def main():
   params = rhel_jax.init_params(jax.random.key(0), x.shape[-1], n, y.shape[-1], w_scale=0.3, in_scale=0.3)
   model = rhel_jax.ModelConfig(dt=0.5)
   xt = jnp.swapaxes(x, 0, 1)
-  final, ys, _ = jax.jit(lambda p, x: forward_phase(p, model, x))(params, xt)
+  final, ys, _, _ = jax.jit(lambda p, x: forward_phase(p, model, x))(params, xt)
   dl_dy = jax.grad(lambda ys: rhel_jax.bce(jnp.swapaxes(ys, 0, 1), y, m))(ys)
   eps = jnp.float32(1e-3 * batch)
 
@@ -65,9 +64,9 @@ def main():
       "echo, one echo": (2, lambda p: echo_phase(p, model, final, xt, dl_dy, jnp.stack([eps]), jnp.ones((1,)))),
       "echo, two echoes": (3, lambda p: echo_phase(p, model, final, xt, dl_dy, jnp.stack([eps, -eps]),
                                                    jnp.array([1.0, -1.0]))),
-      "rhel (total)": (4, lambda p: rhel(p, model, xt, y, m, rhel_jax.bce, eps=1e-3)),
-      "rhel_centered (total)": (4, lambda p: rhel_centered(p, model, xt, y, m, rhel_jax.bce, eps=1e-3)),
-      "bptt (total)": (3, lambda p: bptt(p, model, xt, y, m, rhel_jax.bce)),
+      "rhel (total)": (4, lambda p: rhel_jax.METHODS["rhel"].bind(model, "bce", eps=1e-3)(p, x, y, m)),
+      "rhel_centered (total)": (4, lambda p: rhel_jax.METHODS["rhel_centered"].bind(model, "bce", eps=1e-3)(p, x, y, m)),
+      "bptt (total)": (3, lambda p: rhel_jax.METHODS["bptt"].bind(model, "bce")(p, x, y, m)),
   }
   runners = {name: jax.jit(fn) for name, (_, fn) in variants.items()}
   for fn in runners.values():

@@ -1,21 +1,25 @@
 """Train-step time and peak memory of every method versus sequence length T and width N.
 
     python -m benchmarks.run --quick                    # under a minute: T in {100, 400}, N = 64
-    python -m benchmarks.run --out docs/results/bench   # T in {100, 400, 1000, 4000}, N in {64, 128, 256}
+    python -m benchmarks.run --out docs/results/cost/methods   # T in {100, 400, 1000, 4000}, N in {64, 128, 256}
+    python -m benchmarks.run --unrolls 1,4,16 --lengths 1000 --widths 64 --no-memory   # scan unroll
 
 Batch 64, float32, Copy-Paste-shaped data (4 inputs, 3 outputs, BCE). A *train step* is the
 gradient plus an Adam update, jitted together. Times are medians of ``--repeats`` runs after a
 warm-up, with the methods interleaved round-robin so that ratios compare like with like; peak
 memory is measured per configuration in a fresh process (``VmHWM``, plus XLA's temp buffers).
 Also times the forward phase against a bare ``lax.scan`` of the same leapfrog step.
+``--unrolls`` times every method at each scan unroll (``ModelConfig.unroll``: every scan of every
+method takes the same one); the report's main table is at the common unroll (``--unroll``, default
+the backend's, ``rhel_jax.model.DEFAULT_UNROLL``), and a second table gives each method at its best.
 ``<method>+pallas`` rows run the RHEL phases as the fused Pallas kernels (``kernel='pallas'``;
 ``rhel_jax.pallas_phases``), and ``forward:pallas`` times the fused forward kernel next to
 ``forward``; they need a GPU and are skipped elsewhere, with the reason printed (Pallas's
 interpreter, the only way to run them on a CPU, says nothing about their speed).
 ``stack:<method>`` rows train a user-style model instead (``examples.stacked_rnn``: encoder, two
 ``rhel_jax.nn.HamiltonianRNN`` layers of width N, MLP head) with ``jax.value_and_grad``, batch 8.
-Each measurement is one JSON line on stdout (``method``, ``T``, ``N``, ``step_ms``, ``peak_mb``,
-``xla_temp_mb``; the memory fields are null where memory was not measured: ``forward``,
+Each measurement is one JSON line on stdout (``method``, ``T``, ``N``, ``unroll``, ``step_ms``, ``load_avg``,
+``peak_mb``, ``xla_temp_mb``; the memory fields are null where memory was not measured: ``forward``,
 ``bare_scan``, ``--no-memory``, and in ``--quick`` all but bptt and rhel at the longest T);
 ``--out`` also gets ``bench.jsonl``, ``bench.md`` and ``bench.png`` (log-log).
 """
@@ -56,7 +60,6 @@ def make_train_step(method: str, model):
   """
   import dataclasses
   import jax
-  import jax.numpy as jnp
   import optax
   from rhel_jax.methods import METHODS as REGISTRY
   from rhel_jax.losses import bce
@@ -64,22 +67,21 @@ def make_train_step(method: str, model):
   if "exact" in variants:
     model = dataclasses.replace(model, exact_reversible=True)
   spec = REGISTRY[method]
-  fn = spec.fn
   options = {"eps": 1e-3} if "eps" in spec.option_names else {}
   if "pallas" in variants:
     options["kernel"] = "pallas"
-  options = spec.resolve_options(options, jnp.float32, model)
+  grad_fn = spec.bind(model, bce, **options)
   optimizer = optax.adam(1e-3)
 
   @jax.jit
   def step(params, opt_state, inputs, targets, mask):
-    loss, grads = fn(params, model, jnp.swapaxes(inputs, 0, 1), targets, mask, bce, **options)
+    loss, grads = grad_fn(params, inputs, targets, mask)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
   return step, optimizer
 
 
-def make_stack_step(method: str, steps: int, n: int):
+def make_stack_step(method: str, steps: int, n: int, unroll=None):
   """``run()`` of one jitted train step (jax.value_and_grad + Adam) of a user-style model:
   Linear encoder -> two ``rhel_jax.nn.HamiltonianRNN`` layers of width n -> MLP head, BCE on
   Copy-Paste data; ``stack:<method>`` sets the layers' method. Also returns the jitted step and
@@ -94,7 +96,8 @@ def make_stack_step(method: str, steps: int, n: int):
   task = CopyTask(seq_len=steps)
   inputs, targets, mask = task.sample(jax.random.key(1), STACK_BATCH)
   mask = jnp.broadcast_to(mask, (STACK_BATCH, steps))
-  graphdef, state = nnx.split(StackedModel(task.n_in, task.n_out, n, method.split(":")[1], rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(StackedModel(task.n_in, task.n_out, n, method.split(":")[1], unroll=unroll,
+                                           rngs=nnx.Rngs(0)))
   optimizer = optax.adam(1e-3)
   opt_state = optimizer.init(state)
 
@@ -116,51 +119,66 @@ def _block(x):
   return jax.block_until_ready(x)
 
 
-def time_configuration(steps: int, n: int, methods, repeats: int) -> list[dict]:
-  """Median train-step time of each method at (T, N), methods interleaved; plus forward vs bare scan."""
+def time_configuration(steps: int, n: int, methods, repeats: int, unrolls=(None,)) -> list[dict]:
+  """Median train-step time of each method at (T, N) and each unroll, all interleaved; plus the
+  forward phase and a bare scan. ``unrolls``: values of ``ModelConfig.unroll`` (None: the backend's)."""
+  import dataclasses
   import jax
   import jax.numpy as jnp
   import numpy as np
   from jax import lax
   from rhel_jax.integrator import forward_phase, leapfrog_step, zero_state
-  params, model, inputs, targets, mask = _problem(steps, n)
-  runners = {}
-  for method in methods:
-    if method.startswith("stack:"):
-      runners[method] = make_stack_step(method, steps, n)[0]
-      continue
-    step, optimizer = make_train_step(method, model)
-    opt_state = optimizer.init(params)
-    runners[method] = lambda step=step, opt_state=opt_state: step(params, opt_state, inputs, targets, mask)
+  params, base_model, inputs, targets, mask = _problem(steps, n)
   inputs_tm = jnp.swapaxes(inputs, 0, 1)
-  fwd = jax.jit(lambda p, x: forward_phase(p, model, x)[1])
-  bare = jax.jit(lambda p, x: lax.scan(lambda s, u: (leapfrog_step(p, model, s, u)[0], None),
-                                       zero_state(BATCH, n, x.dtype), x)[0])
-  runners["forward"] = lambda: fwd(params, inputs_tm)
-  runners["bare_scan"] = lambda: bare(params, inputs_tm)
-  if any(m.endswith("+pallas") for m in methods):
-    from rhel_jax import pallas_phases
-    fused = jax.jit(lambda p, x: pallas_phases.forward_phase(p, model, x)[1])
-    runners["forward:pallas"] = lambda: fused(params, inputs_tm)
+  runners = {}
+  for unroll in unrolls:
+    model = dataclasses.replace(base_model, unroll=unroll)
+    for method in methods:
+      if method.startswith("stack:"):
+        runners[method, unroll] = make_stack_step(method, steps, n, unroll)[0]
+        continue
+      step, optimizer = make_train_step(method, model)
+      opt_state = optimizer.init(params)
+      runners[method, unroll] = lambda step=step, opt_state=opt_state: step(params, opt_state, inputs, targets, mask)
+    fwd = jax.jit(lambda p, x, model=model: forward_phase(p, model, x)[1])
+    bare = jax.jit(lambda p, x, model=model: lax.scan(lambda s, u: (leapfrog_step(p, model, s, u)[0], None),
+                                                      zero_state(BATCH, n, x.dtype), x,
+                                                      unroll=model.scan_unroll())[0])
+    runners["forward", unroll] = lambda fwd=fwd: fwd(params, inputs_tm)
+    runners["bare_scan", unroll] = lambda bare=bare: bare(params, inputs_tm)
+    # The kernel runs its own loop (no scan, so no unroll): timed once, at the common unroll's turn.
+    if unroll == unrolls[0] and any(m.endswith("+pallas") for m in methods):
+      from rhel_jax import pallas_phases
+      fused = jax.jit(lambda p, x, model=model: pallas_phases.forward_phase(p, model, x)[1])
+      runners["forward:pallas", unroll] = lambda fused=fused: fused(params, inputs_tm)
   failed = {}
-  for name, run in list(runners.items()):  # compile + warm up
+  for key, run in list(runners.items()):  # compile + warm up
     try:
       _block(run())
       _block(run())
     except Exception as e:  # noqa: BLE001 -- reported, and the other methods still run (a GPU check's budget)
-      failed[name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
-      print(f"benchmarks.run: {name} at T={steps} N={n} failed to run: {failed[name]}", file=sys.stderr, flush=True)
-      del runners[name]
+      failed[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+      print(f"benchmarks.run: {key[0]} at T={steps} N={n} unroll={key[1]} failed to run: {failed[key]}",
+            file=sys.stderr, flush=True)
+      del runners[key]
   samples = {name: [] for name in runners}
   for _ in range(repeats):
     for name, run in runners.items():
       start = time.perf_counter()
       _block(run())
       samples[name].append(time.perf_counter() - start)
-  return ([{"method": name, "T": steps, "N": n, "batch": _batch(name), "step_ms": 1e3 * float(np.median(s)),
-            "runs": len(s)} for name, s in samples.items()]
-          + [{"method": name, "T": steps, "N": n, "batch": _batch(name), "step_ms": None, "runs": 0, "error": error}
-             for name, error in failed.items()])
+  row = lambda name, unroll: {"method": name, "T": steps, "N": n,
+                              "unroll": dataclasses.replace(base_model, unroll=unroll).scan_unroll(), "batch": _batch(name)}
+  return ([{**row(name, unroll), "step_ms": 1e3 * float(np.median(s)), "runs": len(s)}
+           for (name, unroll), s in samples.items()]
+          + [{**row(name, unroll), "step_ms": None, "runs": 0, "error": error} for (name, unroll), error in failed.items()])
+
+
+def load_average() -> list[float]:
+  """The machine's load average over 1, 5 and 15 minutes (other jobs share the cores: ratios within
+  one run stay comparable, absolute times less so)."""
+  import os
+  return [round(x, 2) for x in os.getloadavg()]
 
 
 def peak_rss_mb() -> float:
@@ -169,14 +187,15 @@ def peak_rss_mb() -> float:
     return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
 
-def memory_child(method: str, steps: int, n: int) -> dict:
+def memory_child(method: str, steps: int, n: int, unroll=None) -> dict:
   """Runs one train step of ``method`` in this (fresh) process; returns peak memory figures."""
+  import dataclasses
   import jax
   if method.startswith("stack:"):
-    _, step, args = make_stack_step(method, steps, n)
+    _, step, args = make_stack_step(method, steps, n, unroll)
   else:
     params, model, inputs, targets, mask = _problem(steps, n)
-    step, optimizer = make_train_step(method, model)
+    step, optimizer = make_train_step(method, dataclasses.replace(model, unroll=unroll))
     args = (params, optimizer.init(params), inputs, targets, mask)
   compiled = step.lower(*args).compile()
   stats = compiled.memory_analysis()
@@ -185,9 +204,9 @@ def memory_child(method: str, steps: int, n: int) -> dict:
           "xla_temp_mb": stats.temp_size_in_bytes / 2**20}
 
 
-def measure_memory(method: str, steps: int, n: int) -> dict:
-  out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--memory-child", method, str(steps), str(n)],
-                       capture_output=True, text=True)
+def measure_memory(method: str, steps: int, n: int, unroll=None) -> dict:
+  out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--memory-child", method, str(steps), str(n),
+                        str(unroll)], capture_output=True, text=True)
   if out.returncode:
     raise RuntimeError(f"memory measurement of {method} T={steps} N={n} failed:\n{out.stderr[-2000:]}")
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -200,11 +219,21 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
   import matplotlib.pyplot as plt
   from experiments import checkpoints
   checkpoints.write_jsonl(out / "bench.jsonl", rows)
-  times = {(r["method"], r["T"], r["N"]): r["step_ms"] for r in rows if r["step_ms"] is not None}
-  mems = {(r["method"], r["T"], r["N"]): r for r in rows if r["peak_mb"] is not None}
+  # The main table is at the common unroll (rows written before unrolls were timed are all common).
+  common = [r for r in rows if r.get("common_unroll", True) and r["step_ms"] is not None]
+  times = {(r["method"], r["T"], r["N"]): r["step_ms"] for r in common}
+  mems = {(r["method"], r["T"], r["N"]): r for r in common if r["peak_mb"] is not None}
+  by_unroll = {}
+  for r in rows:
+    if r["step_ms"] is not None:
+      by_unroll.setdefault((r["method"], r["T"], r["N"]), {})[r.get("unroll")] = r["step_ms"]
   revisions = sorted({r.get("revision", "not recorded") for r in rows})
   commands = sorted({r["command"] for r in rows if "command" in r})
-  lines = [f"Command: `{c}`" for c in commands] + [f"Git revision: `{', '.join(revisions)}`", "",
+  loads = [r["load_avg"] for r in rows if "load_avg" in r]
+  load = (f"Load average (1, 5, 15 min) of the machine while measuring: {loads[0]} at the first configuration, "
+          f"{loads[-1]} at the last" if loads else "Load average: not recorded")
+  lines = [f"Command: `{c}`" for c in commands] + [f"Git revision: `{', '.join(revisions)}`", "", load, "",
+           f"Scan unroll: {', '.join(sorted({str(r.get('unroll', 'not recorded')) for r in common}))}", "",
            "| method | T | N | step (ms) | ratio to bptt | peak RSS (MB) | XLA temp (MB) |", "|---|---|---|---|---|---|---|"]
   # Ratios compare like with like: stack rows against stack:bptt.
   for (method, steps, n), ms in sorted(times.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
@@ -212,6 +241,17 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
     mem = mems.get((method, steps, n), {})
     peak = f"{mem['peak_mb']:.0f} | {mem['xla_temp_mb']:.1f}" if mem else "- | -"
     lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | " + (f"{ms / base:.2f}" if base else "-") + f" | {peak} |")
+  unrolls = sorted({u for per in by_unroll.values() for u in per if u is not None})
+  if len(unrolls) > 1:
+    lines += ["", "Each method at every scan unroll (`ModelConfig.unroll`); the ratio to bptt at each one's best:", "",
+              "| method | T | N | " + " | ".join(f"unroll {u} (ms)" for u in unrolls)
+              + " | best unroll | ratio to bptt, both at their best |", "|---|---|---|" + "---|" * (len(unrolls) + 2)]
+    best = {key: min(per, key=per.get) for key, per in by_unroll.items()}
+    for (method, steps, n), per in sorted(by_unroll.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+      base = by_unroll.get(("stack:bptt" if method.startswith("stack:") else "bptt", steps, n))
+      ratio = (f"{per[best[method, steps, n]] / min(base.values()):.2f}" if base else "-")
+      lines.append(f"| {method} | {steps} | {n} | " + " | ".join(f"{per[u]:.1f}" if u in per else "-" for u in unrolls)
+                   + f" | {best[method, steps, n]} | {ratio} |")
   pairs = [(m, m + "+exact") for m in nudged()]
   configs = sorted({(n, steps) for _, steps, n in times})
   fused = [(m, m + "+pallas") for m in nudged()] + [(m + "+exact", m + "+exact+pallas") for m in nudged()]
@@ -285,7 +325,11 @@ def main():
   parser.add_argument("--widths", help="comma-separated N values (default: 64,128,256; --quick 64)")
   parser.add_argument("--report-only", action="store_true",
                       help="rewrite bench.md and bench.png in --out from its bench.jsonl (no measuring)")
-  parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+  parser.add_argument("--unrolls", help="comma-separated scan unrolls to time every method at (ModelConfig.unroll; "
+                      "default: the common one only)")
+  parser.add_argument("--unroll", type=int, help="the common unroll of the main table and of the memory "
+                      "measurements (default: the backend's, rhel_jax.model.DEFAULT_UNROLL)")
+  parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.report_only:
     if not args.out or not (args.out / "bench.jsonl").is_file():
@@ -294,8 +338,8 @@ def main():
     write_report(checkpoints.read_jsonl(args.out / "bench.jsonl"), args.out)
     return
   if args.memory_child:
-    method, steps, n = args.memory_child
-    print(json.dumps(memory_child(method, int(steps), int(n))))
+    method, steps, n, unroll = args.memory_child
+    print(json.dumps(memory_child(method, int(steps), int(n), None if unroll == "None" else int(unroll))))
     return
   methods = tuple(m for m in args.methods.split(",") if m)
   unknown = set(methods) - set(METHODS)
@@ -315,18 +359,29 @@ def main():
     widths = tuple(int(v) for v in args.widths.split(","))
   from experiments.workdir import git_revision as _git_revision
   stamp = {"revision": _git_revision(), "command": " ".join(["python -m benchmarks.run"] + sys.argv[1:])}
+  from rhel_jax.model import ModelConfig
+  try:
+    extra = [int(u) for u in (args.unrolls or "").split(",") if u]
+    common = ModelConfig(unroll=args.unroll).scan_unroll()
+    for u in extra:
+      ModelConfig(unroll=u)
+  except ValueError as e:
+    parser.error(f"--unroll / --unrolls: {e}")
+  unrolls = tuple(dict.fromkeys([common] + extra))
   rows = []
   for n in widths:
     for steps in lengths:
-      timed = time_configuration(steps, n, methods, args.repeats)
+      timed = time_configuration(steps, n, methods, args.repeats, unrolls)
       # --quick keeps under a minute: memory of the reference pair at the longest T only.
       measured = (() if args.no_memory else
                   ("bptt", "rhel") if args.quick and steps == lengths[-1] else () if args.quick else methods)
       failed = {row["method"] for row in timed if row["step_ms"] is None}
-      memory = {method: measure_memory(method, steps, n) for method in measured if method not in failed}
+      memory = {method: measure_memory(method, steps, n, args.unroll) for method in measured if method not in failed}
       for row in timed:  # one line per measurement: time, and peak memory where it was taken
-        mem = memory.get(row["method"], {})
-        row = {**row, "peak_mb": mem.get("peak_mb"), "xla_temp_mb": mem.get("xla_temp_mb"), **stamp}
+        is_common = row["unroll"] == common
+        mem = memory.get(row["method"], {}) if is_common else {}
+        row = {**row, "common_unroll": is_common, "peak_mb": mem.get("peak_mb"), "xla_temp_mb": mem.get("xla_temp_mb"),
+               "load_avg": load_average(), **stamp}
         rows.append(row)
         print(json.dumps(row), flush=True)
   if args.out:

@@ -1,6 +1,6 @@
 """Mode frequencies of the linearised network at init per W init, and after training.
 
-    python -m benchmarks.spectrum --out docs/results/spectrum
+    python -m benchmarks.spectrum --out docs/results/copy_paste_recipe/init_spectrum
     python -m benchmarks.spectrum --out DIR --runs runs/copy_paste_full_a runs/copy_paste_full_b
 
 Near rest (rho(0) = 0, rho'(0) = 1) the network is ``phi'' = -(alpha I + W / beta) phi``: mode m
@@ -72,12 +72,10 @@ def trained_table(workdirs: list[pathlib.Path]) -> str:
 
 def _newest_checkpoint(directory: pathlib.Path):
   """(epoch, params) of the newest checkpoint, or None; params keep their leading seed axis."""
-  from flax import serialization
-  found = sorted((int(p.stem.split("_")[1]), p) for p in directory.glob("checkpoint_*.msgpack"))
-  if not found:
+  try:
+    return checkpoints.restore_params(directory)
+  except FileNotFoundError:
     return None
-  epoch, path = found[-1]
-  return epoch, serialization.msgpack_restore(path.read_bytes())["params"]
 
 
 def _init_params(config: dict, num_seeds: int) -> dict:
@@ -88,11 +86,10 @@ def _init_params(config: dict, num_seeds: int) -> dict:
   from experiments.tasks import build_task
   module = copy_paste if config["task"]["name"] == "copy_paste" else heidelberg_digits
   # Fields newer than the run take the value that behaves as the code did before them.
-  def overlay(base, saved, prefix=""):
-    return {k: overlay(v, saved[k], f"{prefix}{k}.") if isinstance(v, dict) and k in saved
-            else saved[k] if k in saved else train.ADDED_FIELDS.get(f"{prefix}{k}", v)
+  def overlay(base, saved):
+    return {k: overlay(v, saved[k]) if isinstance(v, dict) and k in saved else saved.get(k, v)
             for k, v in base.items()}
-  config = train.renamed_fields(config)
+  config = train.with_added_fields(config)
   cfg = ml_collections.ConfigDict(overlay(json.loads(module.get_config().to_json_best_effort()), config))
   task = build_task(cfg, np.float32)
   trainer = train.MethodTrainer(cfg, task, config["methods"][0], np.float32)

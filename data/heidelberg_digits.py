@@ -1,8 +1,9 @@
 """TFDS builder for Heidelberg Digits (HD, Cramer et al. 2022), audio version, as log-mel features.
 
 The source is the official ``hd_audio.tar.gz`` (``audio/lang-{english|german}_speaker-NN_trial-T_digit-D.flac``
-plus ``train_filenames.txt`` / ``test_filenames.txt``), taken from ``source_dir`` (the archive, or
-the extracted layout) or downloaded from the official address with md5 verification and retries.
+plus ``train_filenames.txt`` / ``test_filenames.txt``), taken from ``source_dir`` or TFDS's
+``manual_dir`` (the archive, or the extracted layout), or downloaded from the official address by
+TFDS's download manager (retries, a cache, checksums recorded on the first verified download).
 Writes ``array_record`` (no TensorFlow needed); read back with ``builder.as_data_source()``.
 
 Splits: ``train`` and ``test`` from the official lists (speaker-held-out), and ``validation``
@@ -25,9 +26,6 @@ import re
 import shutil
 import tarfile
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from typing import Optional, Sequence
 
 import numpy as np
@@ -37,7 +35,8 @@ ARCHIVE_NAME = "hd_audio.tar.gz"
 # Official location (Zenke lab) and its mirror; md5sums.txt sits beside the archive.
 OFFICIAL_URLS = ("https://zenkelab.org/datasets/hd_audio.tar.gz",
                  "https://compneuro.net/datasets/hd_audio.tar.gz")
-PINNED_MD5_FILE = "hd_audio.md5"  # written into data_dir on first verified download
+# TFDS's record (url, size, sha256) of the first verified download, in the download directory.
+RECORDED_CHECKSUMS = "hd_audio_checksums.tsv"
 FILENAME = re.compile(r"^lang-(english|german)_speaker-(\d+)_trial-(\d+)_digit-(\d)\.flac$")
 LANGUAGES = ("english", "german")
 
@@ -137,53 +136,66 @@ def parse_md5sums(text: str, name: str = ARCHIVE_NAME) -> Optional[str]:
   return None
 
 
-def download(urls: Sequence[str], dest: pathlib.Path, *, retries: int = 3, backoff_s: float = 1.0,
-             timeout_s: float = 60.0) -> pathlib.Path:
-  """Downloads the first URL that works into ``dest`` (atomically), retrying each a few times."""
-  dest = pathlib.Path(dest)
-  dest.parent.mkdir(parents=True, exist_ok=True)
+def fetch_official(download_dir: pathlib.Path, urls: Sequence[str] = OFFICIAL_URLS) -> pathlib.Path:
+  """``hd_audio.tar.gz`` through TFDS's download manager, from the first address that works; returns
+  the archive's path in TFDS's download cache under ``download_dir``.
+
+  TFDS retries each address (connection errors and server errors) and reuses a finished download.
+  The first download is checked against the ``md5sums.txt`` published beside the archive; its
+  size and sha256 are then recorded in ``download_dir/hd_audio_checksums.tsv`` (TFDS's checksums
+  format), and the archive is checked against that record on every later run, cached or
+  downloaded again. A download that fails a check is removed, and a :class:`SourceError` names
+  the file and both checksums.
+  """
+  checksums = tfds.download.checksums
+  download_dir = pathlib.Path(download_dir)
+  record = download_dir / RECORDED_CHECKSUMS
+  recorded = checksums.load_url_infos(record) if record.exists() else {}
+  # The record is not handed to the manager as url_infos: TFDS merges those into its process-wide
+  # registry, where they would outlive this download directory.
+  manager = tfds.download.DownloadManager(download_dir=download_dir)
   errors = []
   for url in urls:
-    for attempt in range(1, retries + 1):
-      tmp = dest.with_name(dest.name + ".part")
-      try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
-          shutil.copyfileobj(response, out)
-        tmp.replace(dest)
-        return dest
-      except (urllib.error.URLError, OSError) as e:
-        tmp.unlink(missing_ok=True)
-        errors.append(f"{url} (attempt {attempt}): {e}")
-        if attempt < retries:
-          time.sleep(backoff_s * attempt)
-  raise SourceError("could not download " + dest.name + ":\n  " + "\n  ".join(errors))
-
-
-def fetch_official(cache_dir: pathlib.Path, urls: Sequence[str] = OFFICIAL_URLS, **kwargs) -> pathlib.Path:
-  """Downloads ``hd_audio.tar.gz`` and verifies it against ``md5sums.txt`` beside it and the hash
-  pinned in ``cache_dir`` (pinned on the first verified download). Returns the archive path."""
-  cache_dir = pathlib.Path(cache_dir)
-  archive = cache_dir / ARCHIVE_NAME
-  pinned_file = cache_dir / PINNED_MD5_FILE
-  pinned = pinned_file.read_text().strip() if pinned_file.exists() else None
-  if not archive.exists() or (pinned and md5_of(archive) != pinned):
-    download(urls, archive, **kwargs)
-  published = None
-  md5_urls = [u.rsplit("/", 1)[0] + "/md5sums.txt" for u in urls]
-  try:
-    published = parse_md5sums(download(md5_urls, cache_dir / "md5sums.txt", **kwargs).read_text())
-  except SourceError:
-    if pinned is None:
-      raise
-  actual = md5_of(archive)
-  for what, expected in (("md5sums.txt", published), (str(pinned_file), pinned)):
-    if expected and actual != expected:
-      archive.unlink()
-      raise SourceError(f"{archive}: checksum mismatch: md5 {actual}, {what} says {expected}; "
+    try:
+      archive = pathlib.Path(manager.download(url))
+    except Exception as e:  # requests' and TFDS's errors for an address that does not answer
+      errors.append(f"{url}: {type(e).__name__}: {e}")
+      continue
+    got = dataclasses.replace(checksums.compute_url_info(archive), filename=ARCHIVE_NAME)
+    if url in recorded:
+      if got != recorded[url]:
+        _discard_download(download_dir, url, archive)
+        want = recorded[url]
+        raise SourceError(f"{ARCHIVE_NAME} from {url}: checksum mismatch: {int(got.size)} bytes, sha256 "
+                          f"{got.checksum}; {record} recorded {int(want.size)} bytes, sha256 {want.checksum} on the "
+                          "first download. The download was removed, run again")
+      return archive
+    sums_url = url.rsplit("/", 1)[0] + "/md5sums.txt"
+    try:
+      published = parse_md5sums(pathlib.Path(manager.download(sums_url)).read_text())
+    except Exception as e:
+      _discard_download(download_dir, url, archive)
+      raise SourceError(f"could not download {sums_url} to verify {ARCHIVE_NAME} ({type(e).__name__}: {e}); "
+                        "run again, or download both by hand and set manual_dir") from e
+    actual = md5_of(archive)
+    if published != actual:
+      _discard_download(download_dir, url, archive)
+      _discard_download(download_dir, sums_url)
+      said = f"says {published}" if published else f"has no line for {ARCHIVE_NAME}"
+      raise SourceError(f"{ARCHIVE_NAME} from {url}: checksum mismatch: md5 {actual}, {sums_url} {said}; "
                         "the download was removed, run again")
-  if pinned is None:
-    pinned_file.write_text(actual + "\n")
-  return archive
+    checksums.save_url_infos(record, {url: got})
+    return archive
+  raise SourceError(f"could not download {ARCHIVE_NAME}:\n  " + "\n  ".join(errors))
+
+
+def _discard_download(download_dir: pathlib.Path, url: str, path: Optional[pathlib.Path] = None) -> None:
+  """Removes what TFDS's cache holds for ``url`` (``path``, or the file it names after the address)
+  and its ``.INFO`` record, so that the next run downloads it again."""
+  resource = tfds.download.resource
+  for p in {download_dir / resource.get_dl_fname(url), *([path] if path else [])}:
+    p.unlink(missing_ok=True)
+    resource.get_info_path(p).unlink(missing_ok=True)
 
 
 def extract(archive: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
@@ -297,6 +309,11 @@ class HeidelbergDigits(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = [HDConfig()]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+  Optional: put {ARCHIVE_NAME} (with the md5sums.txt published beside it, to verify it) or its
+  extracted layout (audio/, train_filenames.txt, test_filenames.txt) in manual_dir. Without it the
+  archive is downloaded from {OFFICIAL_URLS[0]}.
+  """
 
   def __init__(self, *, source_dir: Optional[str] = None, download_urls: Sequence[str] = OFFICIAL_URLS,
                **kwargs):
@@ -323,6 +340,11 @@ class HeidelbergDigits(tfds.core.GeneratorBasedBuilder):
   def _locate_source(self, dl_manager) -> pathlib.Path:
     """The root of the official layout: extracted from an archive if needed."""
     src = self._source_dir
+    if src is None:  # TFDS's own manual_dir (DownloadConfig(manual_dir=...), or <download_dir>/manual)
+      try:
+        src = pathlib.Path(dl_manager.manual_dir)
+      except AssertionError:  # none given, or an empty one: download
+        src = None
     if src is not None:
       if not src.exists():
         raise SourceError(f"{src}: source directory does not exist")
@@ -375,13 +397,19 @@ class HeidelbergDigits(tfds.core.GeneratorBasedBuilder):
                    "language": meta["language"], "speaker": meta["speaker"], "filename": name}
 
 
-def build(data_dir: str, source_dir: Optional[str] = None, **config) -> HeidelbergDigits:
-  """Builds (or reuses) the dataset and returns the prepared builder."""
+def build(data_dir: str, source_dir: Optional[str] = None, *, download_urls: Sequence[str] = OFFICIAL_URLS,
+          **config) -> HeidelbergDigits:
+  """Builds (or reuses) the dataset and returns the prepared builder.
+
+  ``source_dir``: the official layout or a directory holding its archive; None downloads the archive
+  from ``download_urls`` (:func:`fetch_official`) into ``<data_dir>/downloads``.
+  """
   cfg = HDConfig(**config)
   # TFDS refuses a new object named like a predefined config; the name encodes every field.
   known = {c.name for c in HeidelbergDigits.BUILDER_CONFIGS}
   builder = HeidelbergDigits(data_dir=str(pathlib.Path(data_dir).expanduser()), source_dir=source_dir,
-                             config=cfg.name if cfg.name in known else cfg, file_format="array_record")
+                             download_urls=download_urls, config=cfg.name if cfg.name in known else cfg,
+                             file_format="array_record")
   tfds.disable_progress_bar()  # per-example progress bars swamp the training log
   builder.download_and_prepare()
   return builder

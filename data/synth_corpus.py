@@ -1,4 +1,4 @@
-"""Offline stand-in for Heidelberg Digits: espeak-ng digits written in HD's exact layout.
+"""Offline stand-in for Heidelberg Digits: eSpeak NG digits written in HD's exact layout.
 
     python -m data.synth_corpus --out=/tmp/hd_standin            # 12 voices x 2 languages x 10 digits x 6 trials
     python -m data.synth_corpus --out=/tmp/hd_standin --archive  # also pack hd_audio.tar.gz + md5sums.txt
@@ -8,15 +8,20 @@ Layout (as the official archive)::
 
     audio/lang-{english|german}_speaker-{NN}_trial-{T}_digit-{D}.flac   (48 kHz, 16-bit mono)
     train_filenames.txt, test_filenames.txt
+    synth_corpus.json   (not in HD: the eSpeak NG version and the arguments that made the corpus)
+
+The speech comes from the eSpeak NG library that the ``espeakng-loader`` package installs
+(``data/espeak.py``), never from an ``espeak-ng`` program; its version names the corpus
+(``engine_tag``), since another version speaks differently.
 
 Voices play the speakers: speaker NN speaks English with ``en+<variant>`` and German with
-``de+<variant>``; every trial draws its own speed (-s) and pitch (-p). As in HD, speakers 4 and 5
-are test-only and about 5 % of every other speaker's recordings go to test.
+``de+<variant>``; every trial draws its own speed (words per minute) and pitch (0-99). As in HD,
+speakers 4 and 5 are test-only and about 5 % of every other speaker's recordings go to test.
 
-The corpus is synthetic: every "speaker" is an espeak-ng formant voice, far more uniform than
+The corpus is synthetic: every "speaker" is an eSpeak NG formant voice, far more uniform than
 people. A ``Style`` makes it harder, each option off by default (the default corpus is the
-original one, bit for bit): more distinct voices (``voices="many"``: per speaker an English accent
-and one of 76 espeak-ng variants, plus a speaker-wide speed and pitch offset), random silence
+basic one, bit for bit): more distinct voices (``voices="many"``: per speaker an English accent
+and one of 76 eSpeak NG variants, plus a speaker-wide speed and pitch offset), random silence
 around each word, reverberation (a synthetic exponentially decaying impulse response per speaker,
 i.e. per "room"), additive white noise at a random SNR, and a random gain. Every random choice is
 drawn from generators seeded by (seed, speaker, ...), so a corpus is a function of its arguments.
@@ -26,14 +31,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import pathlib
+import re
 import shutil
-import subprocess
 import tarfile
-import tempfile
 from typing import Optional
 
 import numpy as np
+
+from data import espeak
 
 WORDS = {
     "english": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
@@ -44,8 +51,10 @@ LANGUAGES = ("english", "german")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "klatt")
 TEST_SPEAKERS = (4, 5)
 SAMPLE_RATE = 48000
-# For voices="many": English accents, and espeak-ng variants (``espeak-ng --voices=variant``) that
-# sound like voices rather than robots.
+METADATA_FILE = "synth_corpus.json"
+# For voices="many": English accents, and eSpeak NG variants (``espeak-ng --voices=variant``) that
+# sound like voices rather than robots. ("Mr serious" was "Mr" until the variants were checked: no
+# such variant, which eSpeak NG ignores without an error; seed 0's 12 speakers never drew it.)
 EN_ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
               "en-us-nyc")
 MANY_VARIANTS = (
@@ -53,7 +62,7 @@ MANY_VARIANTS = (
     "klatt4", "klatt5", "klatt6", "adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio", "aunty",
     "belinda", "benjamin", "boris", "caleb", "david", "Denis", "Diogo", "ed", "edward", "Gene", "gustave",
     "Henrique", "Hugo", "iven", "Jacky", "john", "kaukovalta", "Lee", "linda", "marcelo", "Marco", "Mario",
-    "max", "Michael", "michel", "miguel", "Mike", "Mr", "Nguyen", "pablo", "paul", "pedro", "quincy", "rob",
+    "max", "Michael", "michel", "miguel", "Mike", "Mr serious", "Nguyen", "pablo", "paul", "pedro", "quincy", "rob",
     "robert", "steph", "Storm", "zac", "anika", "grandpa", "grandma", "norbert", "sandro", "shelby", "travis",
     "victor", "whisper", "whisperf", "croak")
 VOICE_SETS = ("basic", "many")
@@ -61,7 +70,7 @@ VOICE_SETS = ("basic", "many")
 
 @dataclasses.dataclass(frozen=True)
 class Style:
-  """How hard the stand-in is. The defaults give the original corpus, bit for bit.
+  """How hard the stand-in is. The defaults give the basic corpus, bit for bit.
 
   voices: "basic" (speaker NN uses ``VARIANTS[NN]``) or "many" (speaker NN: a random English accent
     from ``EN_ACCENTS`` and a distinct variant from ``MANY_VARIANTS``, and a speaker-wide speed offset
@@ -114,16 +123,15 @@ def hd_filename(language: str, speaker: int, trial: int, digit: int) -> str:
 
 
 def synthesize(word: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
-  """One utterance from espeak-ng as float32 mono and its sample rate (22050 Hz)."""
-  import soundfile as sf
-  with tempfile.NamedTemporaryFile(suffix=".wav") as wav:
-    try:
-      subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", wav.name, word],
-                     check=True, capture_output=True)
-    except FileNotFoundError as e:
-      raise RuntimeError("espeak-ng is not installed (Debian/Ubuntu: apt-get install espeak-ng)") from e
-    audio, rate = sf.read(wav.name, dtype="float32")
-  return audio, rate
+  """One utterance from eSpeak NG (``espeak.synthesize``): float32 mono in [-1, 1), shape (n,), and
+  its sample rate (22050 Hz). Scaled as a 16-bit WAV reads as float: int16 / 32768."""
+  audio, rate = espeak.synthesize(word, voice, speed, pitch)
+  return audio.astype(np.float32) / np.float32(32768), rate
+
+
+def engine_tag() -> str:
+  """The synthesiser in a directory name, e.g. 'espeak1.52.0': caches of the stand-in carry it."""
+  return "espeak" + re.sub(r"[^0-9A-Za-z.-]", "_", espeak.version())
 
 
 def _speaker_voice(language: str, speaker: int, seed: int, style: Style) -> tuple[str, int, int]:
@@ -178,6 +186,9 @@ def write_corpus(out: pathlib.Path, *, speakers: int = 12, trials: int = 6, seed
   limit = len(VARIANTS) if style.voices == "basic" else len(MANY_VARIANTS)
   if not 1 <= speakers <= limit:
     raise ValueError(f"speakers must be in [1, {limit}] for voices={style.voices!r}, got {speakers}")
+  voices = {_speaker_voice(language, speaker, seed, style)[0] for speaker in range(speakers) for language in LANGUAGES}
+  for voice in sorted(voices):  # all of them before any audio is written
+    espeak.check_voice(voice)
   out = pathlib.Path(out)
   (out / "audio").mkdir(parents=True, exist_ok=True)
   rng = np.random.default_rng(seed)
@@ -205,7 +216,22 @@ def write_corpus(out: pathlib.Path, *, speakers: int = 12, trials: int = 6, seed
           (test if held_out else train).append(name)
   (out / "train_filenames.txt").write_text("".join(n + "\n" for n in train))
   (out / "test_filenames.txt").write_text("".join(n + "\n" for n in test))
+  metadata = {"synthesiser": "eSpeak NG (libespeak-ng from the espeakng-loader package)",
+              "espeak_ng_version": espeak.version(), "espeakng_loader_version": espeak.loader_version(),
+              "speakers": speakers, "trials": trials, "seed": seed, "test_fraction": test_fraction,
+              "digits": [int(d) for d in digits], "style": dataclasses.asdict(style),
+              "train": len(train), "test": len(test)}
+  (out / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n")
   return {"train": len(train), "test": len(test)}
+
+
+def read_metadata(root: pathlib.Path) -> dict:
+  """The ``synth_corpus.json`` that ``write_corpus`` left in ``root``; a clear error if it is missing."""
+  path = pathlib.Path(root) / METADATA_FILE
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: not a stand-in corpus's metadata ({e})") from None
 
 
 def pack_archive(root: pathlib.Path, archive: pathlib.Path) -> str:

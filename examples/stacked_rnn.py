@@ -23,9 +23,9 @@ from rhel_jax.nn import HamiltonianRNN
 
 
 class StackedModel(nnx.Module):
-  def __init__(self, n_in: int, n_out: int, width: int, method: str, *, rngs: nnx.Rngs):
+  def __init__(self, n_in: int, n_out: int, width: int, method: str, *, unroll=None, rngs: nnx.Rngs):
     self.encoder = nnx.Linear(n_in, 16, rngs=rngs)
-    layer = dict(method=method, eps=1e-3, spectrum=(0.1, 3.0), in_scale=0.3, rngs=rngs)
+    layer = dict(method=method, eps=1e-3, spectrum=(0.1, 3.0), in_scale=0.3, unroll=unroll, rngs=rngs)
     self.rnn1 = HamiltonianRNN(16, width, **layer)
     self.rnn2 = HamiltonianRNN(width, width, **layer)
     self.head = nnx.Sequential(nnx.Linear(width, 32, rngs=rngs), nnx.tanh, nnx.Linear(32, n_out, rngs=rngs))

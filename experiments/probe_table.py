@@ -1,6 +1,6 @@
 """Probe table: one row per run directory (command, revision, result) and the curves as a plot.
 
-    python -m experiments.probe_table runs/probes/* --out docs/copy_paste_probes
+    python -m experiments.probe_table runs/probes/* --out DIR
 
 For a recipe search: each probe is an ordinary run (usually one method, one validation seed);
 this collects what was run and what it gave, so the path to a recipe can be retraced. Writes
@@ -35,7 +35,8 @@ def load_probe(workdir: pathlib.Path) -> list[dict]:
   config = json.loads(config_path.read_text())
   invocations = checkpoints.read_jsonl(workdir / "invocations.jsonl")
   first = invocations[0] if invocations else {"command": "?", "revision": "?"}
-  primary = f"test_{tasks.get(config['task']['name']).primary_metric}"
+  task = tasks.get(config["task"]["name"])
+  primary = f"test_{task.primary_metric}"
   out = []
   for method in config["methods"]:
     rows = checkpoints.read_jsonl(workdir / method / "metrics.jsonl")
@@ -44,14 +45,17 @@ def load_probe(workdir: pathlib.Path) -> list[dict]:
     epochs = sorted({r["epoch"] for r in rows})
     curve = np.array([np.mean([r[primary] for r in rows if r["epoch"] == e]) for e in epochs])
     last = [r for r in rows if r["epoch"] == epochs[-1]]
-    by_step = [r["test_acc_by_step"] for r in last if "test_acc_by_step" in r]
+    step_key = f"test_{task.per_step_metric}" if task.per_step_metric else None
+    by_step = [r[step_key] for r in last if step_key in r]
     out.append({
-        "name": workdir.name, "method": method, "command": first["command"], "revision": first["revision"],
-        "seeds": config["num_seeds"], "root_seed": config["seed"],
+        "name": workdir.name, "task": task.name, "method": method, "command": first["command"],
+        "revision": first["revision"], "seeds": config["num_seeds"], "root_seed": config["seed"],
         "epochs_done": epochs[-1] + 1, "epochs": config["num_epochs"], "steps_per_epoch": config["steps_per_epoch"],
         "epoch_list": epochs, "curve": curve, "final": float(curve[-1]), "best": float(curve.max()),
         "best_epoch": int(epochs[int(np.argmax(curve))]) + 1,
-        "pattern": float(np.mean([r.get("test_pattern_acc", np.nan) for r in last])),
+        # The task's other percentage metrics at the last epoch, mean over seeds.
+        "others": {m: float(np.mean([r.get(f"test_{m}", np.nan) for r in last]))
+                   for m in task.fraction_metrics if m != task.primary_metric},
         "worst_step": float(np.min(np.mean(by_step, 0))) if by_step else float("nan"),
         "diverged": any(r.get("diverged") for r in last),
     })
@@ -77,7 +81,7 @@ def fold_groups(probes: list[dict]) -> list[dict]:
     runs.sort(key=lambda r: r["fold"])
     done = min(len(r["curve"]) for r in runs)
     curve = np.mean([r["curve"][:done] for r in runs], 0)
-    out.append({"setting": setting, "method": method, "folds": [r["fold"] for r in runs],
+    out.append({"setting": setting, "task": runs[0].get("task"), "method": method, "folds": [r["fold"] for r in runs],
                 "finals": [r["final"] for r in runs], "complete": all(r["epochs_done"] == r["epochs"] for r in runs),
                 "mean_final": float(np.mean([r["final"] for r in runs])), "curve": curve,
                 "epoch_list": runs[0]["epoch_list"][:done], "steps_per_epoch": runs[0]["steps_per_epoch"],
@@ -98,18 +102,31 @@ def folds_markdown(groups: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _other_columns(probes: list[dict]) -> tuple[list[str], bool]:
+  """The other metrics any probe has (in order of appearance), and whether any has a per-step one."""
+  others = list(dict.fromkeys(m for p in probes for m in p.get("others", {})))
+  return others, any(not np.isnan(p.get("worst_step", np.nan)) for p in probes)
+
+
+def _pct(value: float) -> str:
+  return "-" if np.isnan(value) else f"{100 * value:.1f}"
+
+
 def markdown(probes: list[dict]) -> str:
-  lines = ["| probe | method | seeds (root) | epochs done | final (%) | best (%) @ epoch | pattern (%) | "
-           "worst recall step (%) | revision | command |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+  """One row per probe; besides the primary metric, the task's other percentage metrics and the
+  lowest step of its per-step metric (each at the last epoch, mean over seeds; "-" where absent)."""
+  others, steps = _other_columns(probes)
+  extra = [f"{m} (%)" for m in others] + (["worst step (%)"] if steps else [])
+  lines = ["| probe | method | seeds (root) | epochs done | final (%) | best (%) @ epoch | "
+           + "".join(f"{h} | " for h in extra) + "revision | command |",
+           "|---|---|---|---|---|---|" + "---|" * len(extra) + "---|---|"]
   for p in probes:
-    worst = "-" if np.isnan(p["worst_step"]) else f"{100 * p['worst_step']:.1f}"
-    pattern = "-" if np.isnan(p["pattern"]) else f"{100 * p['pattern']:.1f}"  # Copy-Paste only
+    cells = [_pct(p.get("others", {}).get(m, np.nan)) for m in others] + ([_pct(p["worst_step"])] if steps else [])
     lines.append(
         f"| {p['name']} | {p['method']} | {p['seeds']} ({p['root_seed']}) | {p['epochs_done']}/{p['epochs']} "
         f"x {p['steps_per_epoch'] or 'one pass'} | {100 * p['final']:.2f}{' (div.)' if p['diverged'] else ''} | "
-        f"{100 * p['best']:.2f} @ {p['best_epoch']} | {pattern} | {worst} | `{p['revision']}` | "
-        f"`{p['command']}` |")
+        f"{100 * p['best']:.2f} @ {p['best_epoch']} | " + "".join(f"{c} | " for c in cells)
+        + f"`{p['revision']}` | `{p['command']}` |")
   return "\n".join(lines) + "\n"
 
 
@@ -127,9 +144,14 @@ def plot(probes: list[dict], path: pathlib.Path, ylabel: str = "test accuracy (%
             label=f"{p.get('name', p.get('setting'))} ({p['method']})", lw=1.2)
   ax.set_xlabel("epochs" if by_epoch else "optimizer steps")
   ax.set_ylabel(ylabel)
-  if min(float(p["curve"].min()) for p in probes) >= 0.45:  # binary recall (Copy-Paste): 50 % is chance
-    ax.set_ylim(45, 100)
-    ax.axhline(99, color="k", lw=0.6, ls="--")
+  # Where every probe is of one task: its axis from just below chance, and a line at its target.
+  names = {p.get("task") for p in probes}
+  if len(names) == 1 and next(iter(names)) in tasks.TASKS:
+    task = tasks.TASKS[next(iter(names))]
+    if task.chance_level is not None and min(float(p["curve"].min()) for p in probes) >= task.chance_level - 0.05:
+      ax.set_ylim(100 * task.chance_level - 5, 100)
+    if task.target_level is not None:
+      ax.axhline(100 * task.target_level, color="k", lw=0.6, ls="--")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=6, ncol=2, loc="lower right")
   fig.tight_layout()
@@ -154,11 +176,14 @@ def main():
   checkpoints.atomic_write_text(args.out / "probes.md", text)
   buf = io.StringIO()
   writer = csv.writer(buf)
+  others, steps = _other_columns(probes)
   keys = ["name", "method", "seeds", "root_seed", "epochs_done", "epochs", "steps_per_epoch", "final", "best",
-          "best_epoch", "pattern", "worst_step", "diverged", "revision", "command"]
-  writer.writerow(keys)
+          "best_epoch"]
+  tail = ["diverged", "revision", "command"]
+  writer.writerow(keys + others + (["worst_step"] if steps else []) + tail)
   for p in probes:
-    writer.writerow([p[k] for k in keys])
+    writer.writerow([p[k] for k in keys] + [p["others"].get(m, float("nan")) for m in others]
+                    + ([p["worst_step"]] if steps else []) + [p[k] for k in tail])
   checkpoints.atomic_write_text(args.out / "probes.csv", buf.getvalue())
   checkpoints.write_jsonl(args.out / "curves.jsonl", [
       {"probe": p["name"], "method": p["method"], "epoch": int(e), "test": float(v)}

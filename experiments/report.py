@@ -1,10 +1,11 @@
 """Table 1 and Figure 1 of the paper from run workdirs.
 
-    python -m experiments.report runs/copy_paste_full runs/heidelberg_digits_full --out docs/results/report
+    python -m experiments.report runs/<run> [runs/<other run> ...] --out DIR
 
 Several workdirs of one config (its methods split over processes) are merged. Runs of one task
-under different configs (e.g. Heidelberg Digits' ``dev`` and ``hard`` variants) get a column
-each, labelled with the config's name.
+under different configs (e.g. two variants of one experiment) get a column each, labelled with
+the config's name. Everything task-specific (the primary metric, the paper's entry per method,
+a per-step metric's table) comes from the :class:`experiments.tasks.Task` interface.
 
 Writes ``table1.md`` and ``table1.csv`` (final test accuracy, mean ± std over the seeds that did
 not diverge; methods x tasks) and ``figure1.png`` (cosine of each method's gradient with BPTT's
@@ -23,8 +24,8 @@ import pathlib
 
 import numpy as np
 
-from experiments import checkpoints, tasks
-from experiments.summary import mean_std, recall_by_step_lines
+from experiments import checkpoints, plots, tasks
+from experiments.summary import mean_std, per_step_lines
 from experiments.workdir import with_added_fields
 from rhel_jax.methods import METHODS
 
@@ -138,19 +139,23 @@ def table1(runs: list[dict]) -> tuple[str, str]:
   lines = [head, "|---|" + "---|---|---|" * len(labels)]
   for method in methods:
     row = [f"{cells.get((method, r['label']), 'not started')} | "
-           f"{tasks.get(r['task']).paper_table1.get(_paper_name(method), '-')} | "
+           f"{tasks.get(r['task']).paper_table1.get(method, '-')} | "
            f"{_fmt_hours(walls.get((method, r['label']), math.nan))}" for r in runs]
     lines.append(f"| {method} | " + " | ".join(row) + " |")
-  lines += ["", "Mean ± std over seeds of the final test accuracy (%): per-bit recall accuracy for "
-            "Copy-Paste, 20-way accuracy for Heidelberg Digits (10-way on a 10-class corpus such as the dev "
-            "variant's). `readout` trains only the readout of the "
+  described = dict.fromkeys(tasks.get(r["task"]).primary_description for r in runs)
+  lines += ["", "Mean ± std over seeds of the final test accuracy (%): " + ", ".join(d for d in described if d)
+            + ". `readout` trains only the readout of the "
             "untrained network (the memory floor; not in the paper). Wall time: the method's training, all "
             "seeds at once, one CPU core unless the run says otherwise. Runs: " +
             ", ".join(f"`{r['workdir']}` ({r['config']['num_epochs']} epochs)" for r in runs) + "."]
   for r in runs:
-    by_step = {m: np.mean(np.asarray(d["final"]["test_acc_by_step"])[~np.asarray(d["final"]["diverged"], bool)], 0)
-               for m, d in r["methods"].items() if "test_acc_by_step" in d["final"]}
-    lines += recall_by_step_lines(by_step, f"{r['label']}: recall accuracy")
+    task = tasks.get(r["task"])
+    if not task.per_step_metric:
+      continue
+    key = f"test_{task.per_step_metric}"
+    by_step = {m: np.mean(np.asarray(d["final"][key])[~np.asarray(d["final"]["diverged"], bool)], 0)
+               for m, d in r["methods"].items() if key in d["final"]}
+    lines += per_step_lines(by_step, f"{r['label']}: {task.per_step_caption}", task.per_step_prefix)
   return "\n".join(lines) + "\n", out.getvalue()
 
 
@@ -160,21 +165,9 @@ def _fmt_hours(seconds: float) -> str:
   return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def _paper_name(method: str) -> str:
-  # The paper reports one RHEL row; both of our estimators are compared against it.
-  return "rhel" if method.startswith("rhel") else method
-
-
 def alignment_summary(run: dict) -> dict[str, dict[int, tuple[float, float, int]]]:
   """method -> epoch -> (mean, s.e.m., seeds) of the overall cosine with BPTT."""
-  out = {}
-  for method, data in run["methods"].items():
-    by_epoch = {}
-    for row in data["alignment"]:
-      by_epoch.setdefault(row["epoch"], []).append(row["cos_all"])
-    out[method] = {e: (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0, len(v))
-                   for e, v in sorted(by_epoch.items())}
-  return out
+  return {method: plots.alignment_summary(data["alignment"]) for method, data in run["methods"].items()}
 
 
 def alignment_by_tensor(runs: list[dict]) -> str:
@@ -196,30 +189,9 @@ def alignment_by_tensor(runs: list[dict]) -> str:
 
 
 def figure1(runs: list[dict], path: pathlib.Path) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False)
-  for ax, run in zip(axes[0], runs):
-    for method, by_epoch in alignment_summary(run).items():
-      if method == "bptt" or not by_epoch:
-        continue
-      epochs = np.array(list(by_epoch))
-      mean = np.array([v[0] for v in by_epoch.values()])
-      sem = np.array([v[1] for v in by_epoch.values()])
-      # Plot 1 - cosine on a log axis: 0.99999 and 0.2 are both visible (the paper breaks its axis).
-      gap = np.clip(1 - mean, 1e-9, None)
-      ax.errorbar(epochs, gap, yerr=sem, marker="o", capsize=3, label=method,
-                  color=METHODS[method].color if method in METHODS else None)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("1 − cos(grad, BPTT grad), floor 1e-9")
-    ax.set_title(f"{run['label']} ({run['config']['num_epochs']} epochs)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  checkpoints.atomic_savefig(fig, path, dpi=110)
-  plt.close(fig)
+  """Figure 1: one panel per run (task), each method's alignment with BPTT per epoch."""
+  plots.alignment_figure([(f"{run['label']} ({run['config']['num_epochs']} epochs)",
+                           {m: d["alignment"] for m, d in run["methods"].items()}) for run in runs], path)
 
 
 def main():

@@ -1,13 +1,15 @@
 """Summaries of finished methods shared by the trainer's ``results.md`` and the report: mean ± std
-over the seeds that did not diverge, and the per-step recall table."""
+over the seeds that did not diverge, and the table of a task's per-step metric. Everything
+task-specific comes from the :class:`experiments.tasks.Task` interface."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
+import rhel_jax
+from experiments import recipes
 from experiments.progress import fmt_time
-from experiments.trainer import method_options
 from rhel_jax.methods import METHODS
 
 
@@ -39,7 +41,8 @@ def best_on_validation(rows: list[dict], metric: str, num_seeds: int) -> dict[st
 
 def summarize(results: dict[str, dict], metrics: tuple[str, ...]) -> list[dict]:
   """Per method: mean and std over the seeds that did not diverge of each ``test_<metric>`` (and of
-  ``test_<metric>_at_best_val`` where the run selected an epoch on validation)."""
+  ``test_<metric>_at_best_val`` where the run selected an epoch on validation), and the mean over
+  those seeds of every per-step test metric (one list per seed: ``(steps,)``)."""
   rows = []
   for method, r in results.items():
     ok = ~np.asarray(r["diverged"], bool)
@@ -48,14 +51,28 @@ def summarize(results: dict[str, dict], metrics: tuple[str, ...]) -> list[dict]:
     for key in (k for m in metrics for k in (f"test_{m}", f"test_{m}_at_best_val")):
       if key in r:
         row[key] = mean_std(np.asarray(r[key], float)[ok])
-    if "test_acc_by_step" in r:
-      by_step = np.asarray(r["test_acc_by_step"], float)[ok]
-      row["test_acc_by_step"] = by_step.mean(0).tolist() if by_step.size else []
+    for key in sorted(k for k, v in r.items() if k.startswith("test_") and np.ndim(v) == 2):
+      per_step = np.asarray(r[key], float)[ok]
+      row[key] = per_step.mean(0).tolist() if per_step.size else []
     rows.append(row)
   return rows
 
 
+def nudge_eps(config) -> float | None:
+  """The RHEL nudge a run uses: ``config.method.eps``, or the library default for its dtype and
+  integrator mode (``rhel_jax.default_eps``); None when no configured method takes ``eps``."""
+  takes_eps = [m for m in config.methods if "eps" in METHODS[m].option_names]
+  if not takes_eps:
+    return None
+  option = METHODS[takes_eps[0]].option("eps")
+  # The default depends on the dtype and the integrator mode only; the other fields stay at theirs.
+  model = rhel_jax.ModelConfig(exact_reversible=config.model.exact_reversible)
+  return option.resolve(config.method.get(option.config_key), config.model.dtype, model)
+
+
 def results_markdown(config, rows: list[dict], task, command: str, revision: str) -> str:
+  """A run's ``results.md``: its set-up, one row per method of :func:`summarize`'s ``rows``, the
+  task's per-step metric (if it has one) and any diverged seeds."""
   metric_cols = [k for m in task.summary_metrics for k in (f"test_{m}", f"test_{m}_at_best_val") if k in rows[0]]
   bare = lambda k: k.removeprefix("test_").removesuffix("_at_best_val")
   pct = lambda k: bare(k) in task.fraction_metrics
@@ -70,16 +87,21 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
            f"{config.num_seeds} seeds, {config.model.dtype}"
            + (f", exact-reversible RHEL phases ({config.model.grid_bits}-bit grid)"
               if config.model.exact_reversible else "")]
-  rhel_methods = [m for m in config.methods if "eps" in METHODS[m].option_names]
-  if rhel_methods:
-    eps = method_options(config, rhel_methods[0])["eps"]
+  eps = nudge_eps(config)
+  if eps is not None:
     lines.append(f"- RHEL nudge eps = {eps:g} per sequence"
                  + (" (rhel_jax.default_eps)" if config.method.eps is None else ""))
-    kernel = method_options(config, rhel_methods[0]).get("kernel", "scan")
-    if kernel != "scan":
+    kernel = config.method.get("kernel", "scan")
+    if kernel != "scan" and any("kernel" in METHODS[m].option_names for m in config.methods):
       lines.append(f"- RHEL phases run by the fused Pallas kernels (kernel={kernel!r})")
   if getattr(task, "sizes", None):
     lines.append(f"- split sizes: {task.sizes}")
+  if getattr(task, "source", None):
+    lines.append(f"- data: {task.source}")
+  tuned = [m for m in config.methods if recipes.fields(config, m)]
+  lines += [f"- {m}'s own recipe (`config.recipes.{m}`): {recipes.describe(config, m)}" for m in tuned]
+  if tuned:
+    lines.append("- every other method: the shared recipe (`config.train`, `config.method`)")
   lines += ["", head,
            "|" + "---|" * (len(metric_cols) + 4)]
   for row in rows:
@@ -90,7 +112,10 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
     lines.append(f"| {row['method']} | " + " | ".join(cells) +
                  f" | {row['seeds']} | {row['diverged_seeds'] or '-'} | "
                  + ("-" if math.isnan(row["wall_seconds"]) else fmt_time(row["wall_seconds"])) + " |")
-  lines += recall_by_step_lines({r["method"]: r["test_acc_by_step"] for r in rows if r.get("test_acc_by_step")})
+  if task.per_step_metric:
+    key = f"test_{task.per_step_metric}"
+    caption = task.per_step_caption[:1].upper() + task.per_step_caption[1:]
+    lines += per_step_lines({r["method"]: r[key] for r in rows if r.get(key)}, caption, task.per_step_prefix)
   diverged = [r for r in rows if r["diverged_seeds"]]
   if diverged:
     lines += ["", "Diverged seeds (non-finite loss or gradient; frozen at that step and left out of the "
@@ -98,12 +123,12 @@ def results_markdown(config, rows: list[dict], task, command: str, revision: str
   return "\n".join(lines) + "\n"
 
 
-def recall_by_step_lines(by_step: dict, caption: str = "Recall accuracy") -> list[str]:
-  """Markdown lines of the per-step recall accuracy, ``{method: (window,) mean over seeds}``."""
+def per_step_lines(by_step: dict, caption: str, prefix: str) -> list[str]:
+  """Markdown lines of a per-step metric, ``{method: (steps,) mean over seeds}``, in percent: the
+  caption (a sentence without its colon), then one column per step headed ``<prefix>1``, ..."""
   if not by_step:
     return []
-  window = len(next(iter(by_step.values())))
-  return (["", f"{caption} (%) at each step of the recall window, mean over seeds (50 = chance: "
-           "that step's symbol is not recalled):", "",
-           "| method | " + " | ".join(f"r{i + 1}" for i in range(window)) + " |", "|---|" + "---|" * window]
+  steps = len(next(iter(by_step.values())))
+  return (["", f"{caption}:", "",
+           "| method | " + " | ".join(f"{prefix}{i + 1}" for i in range(steps)) + " |", "|---|" + "---|" * steps]
           + [f"| {m} | " + " | ".join(f"{100 * a:.1f}" for a in acc) + " |" for m, acc in by_step.items()])

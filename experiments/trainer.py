@@ -8,8 +8,9 @@ import optax
 
 import rhel_jax
 from experiments.optim import make_optimizer
+from experiments.sweep import optimizer_values
 from rhel_jax.alignment import alignment_with
-from rhel_jax.integrator import forward_phase
+from rhel_jax.integrator import forward_readouts
 from rhel_jax.losses import resolve_loss
 from rhel_jax.methods import METHODS
 
@@ -17,7 +18,7 @@ from rhel_jax.methods import METHODS
 def model_config(config) -> rhel_jax.ModelConfig:
   m = config.model
   return rhel_jax.ModelConfig(alpha=m.alpha, beta=m.beta, dt=m.dt, rho=m.rho,
-                              exact_reversible=m.exact_reversible, grid_bits=m.grid_bits)
+                              exact_reversible=m.exact_reversible, grid_bits=m.grid_bits, unroll=m.unroll)
 
 
 def method_options(config, method: str) -> dict:
@@ -43,23 +44,45 @@ def _all_finite(tree) -> jax.Array:
 
 
 class MethodTrainer:
-  """Jitted, seed-vmapped functions for one method: init, one epoch, evaluation, alignment."""
+  """Jitted, replica-vmapped functions for one method: init, one epoch, evaluation, alignment.
 
-  def __init__(self, config, task, method: str, dtype):
+  A replica is a seed, or in a sweep (``experiments.sweep``) a (setting, seed) pair: ``epoch`` and
+  ``alignment`` then take each replica's swept values, ``{'train.lr': (R,) array, ...}``.
+  """
+
+  def __init__(self, config, task, method: str, dtype, swept: tuple[str, ...] = ()):
     self.config, self.task, self.method, self.dtype = config, task, method, dtype
     self.model = model_config(config)
     self.fn = METHODS[method].fn
     self.options = method_options(config, method)
     self.loss_fn = resolve_loss(task.loss)
     self.steps_per_epoch = task.steps_per_epoch
-    self.optimizer = make_optimizer(config.train, config.num_epochs * self.steps_per_epoch)
+    self.total_steps = config.num_epochs * self.steps_per_epoch
+    # A swept field takes its general form here too, so the optimizer state has the structure
+    # that every replica's optimizer updates.
+    template = {f: 1.0 for f in swept}
+    self.optimizer = make_optimizer(config.train, self.total_steps, optimizer_values(template))
     self.init = jax.jit(jax.vmap(self._init))
     # seq_len is static: each curriculum length compiles once.
     # The task's training arrays (if any) are an argument shared by every seed, not a constant.
-    self.epoch = jax.jit(lambda state, keys, data, epoch, seq_len: jax.vmap(
-        lambda s, k: self._epoch(s, k, data, epoch, seq_len))(state, keys), static_argnums=4)
+    self._epoch_fn = jax.jit(lambda state, keys, data, epoch, seq_len, values: jax.vmap(
+        lambda s, k, v: self._epoch(s, k, data, epoch, seq_len, v))(state, keys, values), static_argnums=4)
     self.evaluate = jax.jit(jax.vmap(self._evaluate))
-    self.alignment = jax.jit(jax.vmap(self._alignment))
+    self._alignment_fn = jax.jit(jax.vmap(self._alignment))
+
+  def epoch(self, state, keys, data, epoch, seq_len, values=None):
+    """One epoch of every replica: ``(state, mean train loss (R,))``."""
+    return self._epoch_fn(state, keys, data, epoch, seq_len, values or {})
+
+  def alignment(self, params, probes, values=None):
+    """Cosine with BPTT per parameter tensor, ``{'W': (R,), ...}``, on each replica's probe batch."""
+    return self._alignment_fn(params, probes, values or {})
+
+  def _replica_options(self, values):
+    # A swept eps is traced; methods without a nudge ignore it, as they ignore config.method.eps.
+    if "method.eps" in values and "eps" in self.options:
+      return {**self.options, "eps": values["method.eps"]}
+    return self.options
 
   def _init(self, key):
     m = self.config.model
@@ -70,21 +93,25 @@ class MethodTrainer:
                                             if m.w_init == "spectral" else None))
     return {"params": params, "opt_state": self.optimizer.init(params), "diverged": jnp.array(False)}
 
-  def _grads(self, params, batch, fn=None, options=None):
-    inputs, targets, mask = batch
-    fn = fn or self.fn
+  def _grads(self, params, batch, method=None, options=None):
+    method = METHODS[method or self.method]
     options = self.options if options is None else options
-    return fn(params, self.model, jnp.swapaxes(inputs, 0, 1), targets, mask, self.loss_fn, **options)
+    return method.bind(self.model, self.loss_fn, **options)(params, *batch)
 
-  def _epoch(self, state, data_key, data, epoch, seq_len):
-    """One epoch for one seed. A non-finite loss or gradient freezes the seed (no update)."""
+  def _epoch(self, state, data_key, data, epoch, seq_len, values):
+    """One epoch for one replica. A non-finite loss or gradient freezes the replica (no update)."""
+    optimizer = (make_optimizer(self.config.train, self.total_steps, optimizer_values(values))
+                 if optimizer_values(values) else self.optimizer)
+    options = self._replica_options(values)
+
     def train_step(state, i):
       step = epoch * self.steps_per_epoch + i
-      loss, grads = self._grads(state["params"], self.task.train_batch(data, data_key, step, seq_len))
+      loss, grads = self._grads(state["params"], self.task.train_batch(data, data_key, step, seq_len),
+                                options=options)
       # Frozen tensors get no update (and do not count towards the clipping norm).
       grads = {k: jnp.zeros_like(g) if k in self.config.train.frozen_params else g for k, g in grads.items()}
       ok = jnp.isfinite(loss) & _all_finite(grads) & ~state["diverged"]
-      updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
+      updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
       params = optax.apply_updates(state["params"], updates)
       keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
       new_state = {"params": keep(params, state["params"]), "opt_state": keep(opt_state, state["opt_state"]),
@@ -96,10 +123,9 @@ class MethodTrainer:
 
   def _evaluate(self, params, test):
     inputs, targets, mask = test
-    _, ys, _ = forward_phase(params, self.model, jnp.swapaxes(inputs, 0, 1))
-    return self.task.metrics(jnp.swapaxes(ys, 0, 1), targets, mask)
+    return self.task.metrics(forward_readouts(params, self.model, inputs), targets, mask)
 
-  def _alignment(self, params, probe):
-    _, ref = self._grads(params, probe, METHODS["bptt"].fn, {})
-    _, grads = self._grads(params, probe)
+  def _alignment(self, params, probe, values):
+    _, ref = self._grads(params, probe, "bptt", {})
+    _, grads = self._grads(params, probe, options=self._replica_options(values))
     return alignment_with(grads, ref)

@@ -26,6 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import checkpoints, tasks
+from experiments.sweep import with_values
 from experiments.train import Interrupted, run_experiment
 
 # The rule's fixed part: the validation root seed (the reported seeds come from root 0) and a
@@ -36,6 +37,13 @@ RULE = {"seed": VALIDATION_SEED, "num_epochs": 50, "alignment_epochs": ()}
 # the config's own multipliers); the readout keeps the base lr.
 BASE_LRS = (3e-3, 1e-3, 3e-4)
 RECURRENT_MULTIPLIERS = (1.0, 0.3, 0.1, 0.03, 0.01)
+# A task whose protocol selects on leave-one-speaker-out folds (Heidelberg Digits' dev corpus,
+# config.data.num_validation_speakers == 0) is tuned on those folds: each setting trains once per
+# held-out training speaker, 3 seeds each, and its score is the mean over folds. Every fold costs a
+# run, so the multiplier grid is coarser there.
+FOLDS = (0, 1, 2)
+FOLD_SEEDS = 3
+FOLD_MULTIPLIERS = (1.0, 0.1, 0.01)
 RECURRENT = ("W", "b", "B")
 # Method-specific fields every setting of its grid shares. e-prop's reverse-mode form computes the
 # same gradient as its online traces (tests/test_gradients.py, float64 to 1e-10) at a quarter of
@@ -50,6 +58,15 @@ TIE_POINTS = 0.1
 class Setting:
   label: str
   fields: dict  # dotted config field -> value
+  folds: tuple = ()  # held-out speakers; () = one run on the validation root seed
+
+  def runs(self) -> list[tuple[str, dict]]:
+    """``(workdir name, config fields)`` of each run of the setting (``<label>_val<k>`` per fold, as
+    ``experiments.probe_table`` groups folds)."""
+    if not self.folds:
+      return [(self.label, self.fields)]
+    return [(f"{self.label}_val{k}", {**self.fields, "data.validation_speaker": k, "data.eval_split": "validation",
+                                       "num_seeds": FOLD_SEEDS}) for k in self.folds]
 
   def change(self, config) -> float:
     """Distance from the config's recipe: sum over fields of |log10(new / old)| (lr-like fields)."""
@@ -67,33 +84,37 @@ def grid(config, method: str) -> list[Setting]:
   if method not in TUNED_METHODS:
     raise ValueError(f"--method={method!r}: the tuning grid covers {list(TUNED_METHODS)} (BPTT and RHEL keep "
                      "their tuned recipes; docs/tuning.md)")
+  folds = uses_folds(config)
   out = []
-  for lr, m in itertools.product(BASE_LRS, RECURRENT_MULTIPLIERS):
+  for lr, m in itertools.product(BASE_LRS, FOLD_MULTIPLIERS if folds else RECURRENT_MULTIPLIERS):
     fields = {"train.lr": lr, **{f"train.lr_scale.{k}": float(f"{config.train.lr_scale[k] * m:.6g}") for k in RECURRENT},
               **GRID_FIELDS.get(method, {})}
-    out.append(Setting(f"lr{lr:g}_rec{m:g}", fields))
+    out.append(Setting(f"lr{lr:g}_rec{m:g}", fields, FOLDS if folds else ()))
   return out
 
 
-def setting_config(config, method: str, setting: Setting) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.methods = (method,)
-  for path, value in {**RULE, **setting.fields}.items():
-    *parents, leaf = path.split(".")
-    node = c
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  c.name = f"{config.name}_tune_{method}_{setting.label}"
+def uses_folds(config) -> bool:
+  """Whether the task's protocol selects on leave-one-speaker-out folds."""
+  return "data" in config and config.data.get("num_validation_speakers", 1) == 0
+
+
+def run_config(config, method: str, name: str, fields: dict) -> ml_collections.ConfigDict:
+  c = with_values(config, {"methods": (method,), **RULE, **fields})
+  c.name = f"{config.name}_tune_{method}_{name}"
   return c
 
 
-def final_accuracy(workdir: pathlib.Path, method: str, metric: str) -> Optional[list[float]]:
-  """Each seed's final test metric (on the validation root seed), or None while unfinished."""
-  path = workdir / method / "final.json"
-  if not path.exists():
-    return None
-  return json.loads(path.read_text())[f"test_{metric}"]
+def final_accuracy(root: pathlib.Path, setting: Setting, method: str, metric: str) -> Optional[list[float]]:
+  """The setting's final metric per seed (on the validation root seed) or, with folds, each fold's
+  mean over seeds (on its held-out speaker); None while unfinished."""
+  out = []
+  for name, _ in setting.runs():
+    path = root / name / method / "final.json"
+    if not path.exists():
+      return None
+    values = json.loads(path.read_text())[f"test_{metric}"]
+    out += [float(np.mean(values))] if setting.folds else values
+  return out
 
 
 def pick(config, method: str, results: dict[str, list[float]], settings: list[Setting]) -> dict[str, Any]:
@@ -110,7 +131,7 @@ def pick(config, method: str, results: dict[str, list[float]], settings: list[Se
 def tuning_table(config, method: str, root: pathlib.Path, settings: list[Setting], metric: str) -> tuple[str, dict]:
   rows, results = [], {}
   for s in settings:
-    acc = final_accuracy(root / s.label, method, metric)
+    acc = final_accuracy(root, s, method, metric)
     if acc is not None:
       results[s.label] = acc
     cells = (f"{100 * np.mean(acc):.2f} ± {100 * np.std(acc):.2f}" if acc is not None else "running / not started",
@@ -118,11 +139,14 @@ def tuning_table(config, method: str, root: pathlib.Path, settings: list[Setting
     fields = ", ".join(f"`{k}={v:g}`" if not isinstance(v, bool) else f"`{k}={v}`" for k, v in s.fields.items())
     rows.append(f"| {s.label} | {fields} | {cells[0]} | {cells[1]} |")
   choice = pick(config, method, results, settings) if len(results) == len(settings) else None
+  folds = uses_folds(config)
+  what = (f"folds: held-out training speakers {list(FOLDS)}, {FOLD_SEEDS} seeds each; the value is the mean over "
+          "folds, 'worst' the worst fold" if folds else f"{config.num_seeds} seeds; 'worst' the worst seed")
   lines = [f"# Tuning {method} on `{config.name}` (validation root seed {VALIDATION_SEED})", "",
-           f"Rule (docs/tuning.md): {RULE['num_epochs']} epochs, {config.num_seeds} seeds; the highest mean final "
+           f"Rule (docs/tuning.md): {RULE['num_epochs']} epochs, {what}; the highest mean final "
            f"`{metric}`; settings within {TIE_POINTS} point of the best tie, and the smallest change of recipe "
            "(sum of |log10 ratio| of the changed fields) wins.", "",
-           f"| setting | fields | final {metric} (%, mean ± std) | worst seed |", "|---|---|---|---|", *rows, ""]
+           f"| setting | fields | final {metric} (%, mean ± std) | worst |", "|---|---|---|---|", *rows, ""]
   if choice:
     lines += [f"**Chosen: `{choice['chosen']}`** ({choice['mean']:.2f} %; best {choice['best_mean']:.2f} %; "
               f"tied: {', '.join(choice['tied'])}).", ""]
@@ -150,17 +174,18 @@ def main(argv):
   metric = tasks.get(config.task.name).primary_metric
   command = shlex.join(["python", "-m", "experiments.tune", *sys.argv[1:]])
   for s in settings:
-    if _DRY_RUN.value:
-      print(f"{root / s.label}: {s.fields}")
-      continue
-    try:
-      run_experiment(setting_config(config, method, s), root / s.label, command=f"{command}  # setting {s.label}")
-    except Interrupted as e:
-      logging.warning("%s", e)
-      sys.exit(128 + e.signum)
-    text, record = tuning_table(config, method, root, settings, metric)
-    checkpoints.atomic_write_text(root / "tuning.md", text)
-    checkpoints.atomic_write_text(root / "tuning.json", json.dumps(record, indent=1))
+    for name, fields in s.runs():
+      if _DRY_RUN.value:
+        print(f"{root / name}: {fields}")
+        continue
+      try:
+        run_experiment(run_config(config, method, name, fields), root / name, command=f"{command}  # run {name}")
+      except Interrupted as e:
+        logging.warning("%s", e)
+        sys.exit(128 + e.signum)
+      text, record = tuning_table(config, method, root, settings, metric)
+      checkpoints.atomic_write_text(root / "tuning.md", text)
+      checkpoints.atomic_write_text(root / "tuning.json", json.dumps(record, indent=1))
   if not _DRY_RUN.value:
     print(text)
 

@@ -3,7 +3,8 @@
 The forward phase and an un-nudged twin echo run on int32 grid values, so the echo retraces the
 forward phase bit for bit; the nudged echoes are carried as floating-point deviations from the
 twin (:func:`twin_step`), and the contrast *echo minus forward* is accumulated directly.
-Chosen by ``ModelConfig(exact_reversible=True)``; :mod:`rhel_jax.integrator` dispatches here.
+Chosen by ``ModelConfig(exact_reversible=True)``: :mod:`rhel_jax.integrator`'s phases take their
+step (:func:`grid_leapfrog_step`) and their echo's carrier (:func:`grid_echo`) from here.
 """
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from rhel_jax import hebbian
-from rhel_jax.model import ModelConfig, Params, recurrent_drive, symmetric
-from rhel_jax.state import State
+from rhel_jax.model import ModelConfig, Params, force, force_difference, symmetric
+from rhel_jax.state import EchoCarrier, State
 
 Array = jax.Array
 
@@ -57,15 +56,11 @@ def twin_step(params: Params, model: ModelConfig, twin: State, dev: Optional[Sta
 
   The twin (int32, (B, N)) takes :func:`grid_leapfrog_step`. Each deviated trajectory
   twin + ``dev[s]`` takes a leapfrog step whose force differs from the twin's by
-
-      dV'(mid + dm) - dV'(mid) = alpha dm + d(rho') (drive + d(drive)) + rho'(mid) d(drive),
-      d(drive) = Ws d(rho) / beta,
-
-  with ``d(rho)``, ``d(rho')`` from :meth:`ModelConfig.activation_difference`, so every term keeps
-  full relative precision however small the deviation is (no difference of two O(1) numbers);
-  the twin's rounding is shared, so it cancels from the deviations. The twin's ``Ws rho`` must
-  come out bit for bit as in the forward phase; see :func:`_share_twin_matmul` for when it shares
-  the deviations' matmul.
+  :func:`rhel_jax.model.force_difference`, with ``d(rho)``, ``d(rho')`` from
+  :meth:`ModelConfig.activation_difference`, so every term keeps full relative precision however
+  small the deviation is (no difference of two O(1) numbers); the twin's rounding is shared, so it
+  cancels from the deviations. The twin's ``Ws rho`` must come out bit for bit as in the forward
+  phase; see :func:`_share_twin_matmul` for when it shares the deviations' matmul.
 
   Args:
     twin: int32 grid state, each (B, N).
@@ -78,22 +73,23 @@ def twin_step(params: Params, model: ModelConfig, twin: State, dev: Optional[Sta
     carry within the step's own fusion and reduce it once at the end.
   """
   h, dtype = model.dt, params["W"].dtype
-  rho, rho_prime = model.activation()
   # Increments in grid units: (h/2) * Pi needs no rescaling, the kick is h * dV/dphi / scale.
   drift = lambda pi: jnp.rint((h / 2) * pi.astype(dtype)).astype(jnp.int32)
   mid = twin.phi + drift(twin.pi)
   mid_f = from_grid(mid, model, dtype)
-  r, rp = rho(mid_f), rho_prime(mid_f)
+  coupling = None
   if dev is not None:
     dmid = dev.phi + (h / 2) * dev.pi
     dr, drp = model.activation_difference()(mid_f, dmid)
-  if dev is not None and _share_twin_matmul():
-    coupled = jnp.concatenate([r[None], dr], 0) @ symmetric(params["W"]) / model.beta
-    drive, ddrive = coupled[0] + params["b"] + u @ params["B"], coupled[1:]
-  else:
-    drive = recurrent_drive(params, model, r, u)
-    ddrive = None if dev is None else dr @ symmetric(params["W"]) / model.beta
-  kick = jnp.rint((h / grid_scale(model)) * (model.alpha * mid_f + rp * drive))
+    ws = symmetric(params["W"])
+    if _share_twin_matmul():
+      rho, _ = model.activation()
+      coupled = jnp.concatenate([rho(mid_f)[None], dr], 0) @ ws / model.beta
+      coupling, ddrive = (lambda _: coupled[0]), coupled[1:]
+    else:
+      ddrive = dr @ ws / model.beta
+  at = force(params, model, mid_f, u, coupling=coupling)
+  kick = jnp.rint((h / grid_scale(model)) * at.dv)
   # A kick clipped to the limit (NaN counts as past it) leaves |Pi - Pi'| at the limit, so it is
   # caught below with no float copy of the kick kept for the check.
   kick = jnp.clip(jnp.nan_to_num(kick, nan=_GRID_LIMIT), 1 - _GRID_LIMIT, _GRID_LIMIT - 1)
@@ -105,9 +101,9 @@ def twin_step(params: Params, model: ModelConfig, twin: State, dev: Optional[Sta
   overflow = ((jnp.abs(mid) >= _GRID_LIMIT) | (jnp.abs(phi) >= _GRID_LIMIT)
               | (jnp.abs(pi) >= pi_limit) | (jnp.abs(pi - twin.pi) >= _GRID_LIMIT - 1))
   if dev is None:
-    return State(phi, pi), r, overflow, None, None
-  dpi = dev.pi - h * (model.alpha * dmid + drp * (drive + ddrive) + rp * ddrive)
-  return State(phi, pi), r, overflow, State(dmid + (h / 2) * dpi, dpi), dr
+    return State(phi, pi), at.r, overflow, None, None
+  dpi = dev.pi - h * force_difference(model, at, dmid, drp, ddrive)
+  return State(phi, pi), at.r, overflow, State(dmid + (h / 2) * dpi, dpi), dr
 
 
 def _share_twin_matmul() -> bool:
@@ -121,32 +117,34 @@ def _share_twin_matmul() -> bool:
   return jax.default_backend() == "cpu"
 
 
-def echo_scan(params: Params, model: ModelConfig, final_state: State, inputs_tm: Array, dl_dy_tm: Array,
-              nudge: Array, weights: Array, readout_sums):
-  """The exact-mode echo (see :func:`rhel_jax.integrator.echo_phase`, which calls it).
+def grid_echo(params: Params, model: ModelConfig) -> EchoCarrier:
+  """How the exact-mode echo carries its S trajectories (see :class:`rhel_jax.state.EchoCarrier`).
 
-  Returns ``(final echo states, float, each (S, B, N); contrast sums {'W','b','B'} (W not yet
-  symmetrised); readout sums; overflow (B, N), where the grid overflowed)``.
+  The carry is ``(twin, dev, overflow)``: the un-nudged twin on the integer grid (int32, (B, N)),
+  which retraces the forward phase bit for bit, the S nudged echoes as floating-point deviations
+  from it (each (S, B, N)), and the elementwise overflow flags (B, N). Each step's contrast is
+  taken against the twin itself, i.e. against the forward phase.
   """
-  n_echo = nudge.shape[0]
-  rho, rho_prime = model.activation()
   dtype = params["W"].dtype
-  scale = nudge[:, None, None]
-  out0 = {"W_out": jnp.zeros_like(params["W_out"]), "b_out": jnp.zeros_like(params["b_out"])}
+  rho, _ = model.activation()
 
-  def _step(carry, xs):
-    (twin, dev, overflow), sums, out = carry
-    u, dy = xs
+  def init(final_state: State, n_echo: int):
+    zeros = jnp.zeros((n_echo,) + final_state.phi.shape, dtype)
+    return State(final_state.phi, -final_state.pi), State(zeros, zeros), jnp.zeros(final_state.phi.shape, bool)
+
+  def positions(carry):
+    twin, dev, _ = carry
     phi = from_grid(twin.phi, model, dtype)
-    impulse = scale * (rho_prime(phi + dev.phi) * (dy @ params["W_out"]))
-    out = readout_sums(out, dy, rho(phi))
-    twin, r, over, dev, dr = twin_step(params, model, twin, State(dev.phi, dev.pi - impulse), u)
-    sums = hebbian.compensated_add(sums, hebbian.contrast_terms(r, dr, weights, u))
-    return ((twin, dev, overflow | over), sums, out), None
+    return phi + dev.phi, rho(phi)
 
-  zeros = jnp.zeros((n_echo,) + final_state.phi.shape, dtype)
-  carry0 = ((State(final_state.phi, -final_state.pi), State(zeros, zeros), jnp.zeros(final_state.phi.shape, bool)),
-            hebbian.zero_sums(params), out0)
-  ((twin, dev, overflow), sums, out), _ = lax.scan(_step, carry0, (inputs_tm, dl_dy_tm), reverse=True)
-  state = State(from_grid(twin.phi, model, dtype) + dev.phi, from_grid(twin.pi, model, dtype) + dev.pi)
-  return state, hebbian.compensated_total(sums), out, overflow
+  def advance(carry, impulse, u):
+    twin, dev, overflow = carry
+    twin, r, over, dev, dr = twin_step(params, model, twin, State(dev.phi, dev.pi - impulse), u)
+    return (twin, dev, overflow | over), r, dr
+
+  def finish(carry):
+    twin, dev, overflow = carry
+    state = State(from_grid(twin.phi, model, dtype) + dev.phi, from_grid(twin.pi, model, dtype) + dev.pi)
+    return state, jnp.any(overflow)
+
+  return EchoCarrier(init, positions, advance, finish)

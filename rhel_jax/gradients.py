@@ -25,14 +25,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rhel_jax import methods, validation
+from rhel_jax import layer, methods, validation
 from rhel_jax.hebbian import finish_hamiltonian_grads
-from rhel_jax.integrator import forward_phase, leapfrog_step
+from rhel_jax.integrator import forward_phase, forward_readouts, leapfrog, leapfrog_step
 from rhel_jax.pallas_phases import KERNELS, phase_functions
 from rhel_jax.state import State, zero_state
 from rhel_jax.losses import LossFn, resolve_loss
 from rhel_jax.methods import METHODS, Method, Option, register
-from rhel_jax.model import ModelConfig, Params, readout, recurrent_drive
+from rhel_jax.model import ModelConfig, Params, readout, symmetric
 
 Array = jax.Array
 
@@ -46,7 +46,7 @@ def _loss_and_cotangent(loss_fn: LossFn, ys_tm: Array, targets, mask) -> tuple[A
 def bptt(params, model, inputs_tm, targets, mask, loss_fn):
   """Reference gradient: ``jax.value_and_grad`` through the forward ``lax.scan`` (memory O(T))."""
   def objective(p):
-    _, ys, _ = forward_phase(p, model, inputs_tm, exact=False)
+    ys = forward_phase(p, model, inputs_tm, exact=False).ys
     return loss_fn(jnp.swapaxes(ys, 0, 1), targets, mask)
   return jax.value_and_grad(objective)(params)
 
@@ -63,9 +63,9 @@ def rhel(params, model, inputs_tm, targets, mask, loss_fn, *, eps, kernel="scan"
   forward_phase, echo_phase = phase_functions(kernel)
   eps_n = eps * inputs_tm.shape[1]
   exact = model.exact_reversible
-  final, ys, fwd_sums = forward_phase(params, model, inputs_tm, accumulate_hebbian=not exact)
+  final, ys, fwd_sums, _ = forward_phase(params, model, inputs_tm, accumulate_hebbian=not exact)
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
-  _, diff, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n]), jnp.ones((1,)))
+  _, diff, out, _ = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n]), jnp.ones((1,)))
   if not exact:
     diff = jax.tree.map(jnp.subtract, diff, fwd_sums)
   return loss, {**finish_hamiltonian_grads(diff, model, 1.0 / eps_n), **out}
@@ -80,9 +80,9 @@ def rhel_centered(params, model, inputs_tm, targets, mask, loss_fn, *, eps, kern
   """
   forward_phase, echo_phase = phase_functions(kernel)
   eps_n = eps * inputs_tm.shape[1]
-  final, ys, _ = forward_phase(params, model, inputs_tm)
+  final, ys, _, _ = forward_phase(params, model, inputs_tm)
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
-  _, sums, out = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n, -eps_n]),
+  _, sums, out, _ = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n, -eps_n]),
                             jnp.array([1.0, -1.0]))
   return loss, {**finish_hamiltonian_grads(sums, model, 1.0 / (2 * eps_n)), **out}
 
@@ -98,7 +98,7 @@ def tbptt(params, model, inputs_tm, targets, mask, loss_fn, *, k=2):
   """
   _, batch, n_in = inputs_tm.shape
   n = params["W"].shape[0]
-  _, ys, _ = forward_phase(params, model, inputs_tm, exact=False)
+  ys = forward_phase(params, model, inputs_tm, exact=False).ys
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
   dtype = params["W"].dtype
 
@@ -107,7 +107,7 @@ def tbptt(params, model, inputs_tm, targets, mask, loss_fn, *, k=2):
       u, v = xs
       new, _ = leapfrog_step(p, model, s, u)
       return jax.tree.map(lambda a, b: jnp.where(v, a, b), new, s), None
-    end, _ = lax.scan(_inner, start, (us, valid))
+    end, _ = lax.scan(_inner, start, (us, valid), unroll=model.scan_unroll())
     return readout(p, model, end.phi), end
 
   def _step(carry, xs):
@@ -128,7 +128,7 @@ def tbptt(params, model, inputs_tm, targets, mask, loss_fn, *, k=2):
   carry0 = (s0, jnp.zeros((k, batch, n), dtype), jnp.zeros((k, batch, n), dtype),
             jnp.zeros((k, batch, n_in), dtype), jnp.zeros((k,), bool),
             jax.tree.map(jnp.zeros_like, dict(params)))
-  carry, _ = lax.scan(_step, carry0, (inputs_tm, dl_dy))
+  carry, _ = lax.scan(_step, carry0, (inputs_tm, dl_dy), unroll=model.scan_unroll())
   return loss, carry[-1]
 
 
@@ -160,7 +160,7 @@ def eprop(params, model, inputs_tm, targets, mask, loss_fn, *, online=True):
   h, alpha, beta = model.dt, model.alpha, model.beta
   rho, rho_prime = model.activation()
   rho_second = lambda x: jax.jvp(rho_prime, (x,), (jnp.ones_like(x),))[1]
-  _, ys, _ = forward_phase(params, model, inputs_tm, exact=False)
+  ys = forward_phase(params, model, inputs_tm, exact=False).ys
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
   dtype = params["W"].dtype
 
@@ -175,15 +175,13 @@ def eprop(params, model, inputs_tm, targets, mask, loss_fn, *, online=True):
   def _step(carry, xs):
     state, tr_w, tr_b, tr_in, grads = carry
     u, dy = xs
-    mid = state.phi + (h / 2) * state.pi
-    r, rp = rho(mid), rho_prime(mid)
-    drive = recurrent_drive(params, model, r, u)
-    a = alpha + rho_second(mid) * drive                        # (B, N)
+    state, mid, at = leapfrog(params, model, state, u)
+    r, rp = at.r, at.rp
+    a = alpha + rho_second(mid) * at.drive                     # (B, N)
     tr_w = _propagate(tr_w, a[:, :, None], rp[:, :, None] * r[:, None, :] / beta)  # [b, i, j]
     tr_b = _propagate(tr_b, a, rp)                                                  # [b, i]
     tr_in = _propagate(tr_in, a[:, None, :], u[:, :, None] * rp[:, None, :])      # [b, c, i]
-    pi = state.pi - h * (alpha * mid + rp * drive)
-    phi = mid + (h / 2) * pi
+    phi = state.phi
     signal = rho_prime(phi) * (dy @ params["W_out"])           # (B, N)
     grads = {
         "W": grads["W"] + jnp.einsum("bi,bij->ij", signal, tr_w[0]),
@@ -192,12 +190,12 @@ def eprop(params, model, inputs_tm, targets, mask, loss_fn, *, online=True):
         "W_out": grads["W_out"] + dy.T @ rho(phi),
         "b_out": grads["b_out"] + jnp.sum(dy, 0),
     }
-    return (State(phi, pi), tr_w, tr_b, tr_in, grads), None
+    return (state, tr_w, tr_b, tr_in, grads), None
 
   zeros = lambda *shape: (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
   carry0 = (zero_state(batch, n, dtype), zeros(batch, n, n), zeros(batch, n), zeros(batch, n_in, n),
             jax.tree.map(jnp.zeros_like, dict(params)))
-  carry, _ = lax.scan(_step, carry0, (inputs_tm, dl_dy))
+  carry, _ = lax.scan(_step, carry0, (inputs_tm, dl_dy), unroll=model.scan_unroll())
   grads = carry[-1]
   # Traces are for the symmetric Ws_ij as a free matrix; the stored W enters as (W + W^T)/2.
   return loss, {**grads, "W": (grads["W"] + grads["W"].T) / 2}
@@ -209,19 +207,16 @@ def _eprop_offline(params, model, inputs_tm, targets, mask, loss_fn):
   The forward values are the model's own; only the derivative through other neurons' (and the
   neuron's own) recurrent input is cut, which is what e-prop's traces leave out.
   """
-  h, alpha = model.dt, model.alpha
-  rho, rho_prime = model.activation()
   _, batch, _ = inputs_tm.shape
   n = params["W"].shape[0]
 
   def objective(p):
+    coupling = lambda r: lax.stop_gradient(r) @ symmetric(p["W"]) / model.beta
+
     def _step(state, u):
-      mid = state.phi + (h / 2) * state.pi
-      drive = recurrent_drive(p, model, lax.stop_gradient(rho(mid)), u)
-      pi = state.pi - h * (alpha * mid + rho_prime(mid) * drive)
-      phi = mid + (h / 2) * pi
-      return State(phi, pi), readout(p, model, phi)
-    _, ys = lax.scan(_step, zero_state(batch, n, p["W"].dtype), inputs_tm)
+      state, _, _ = leapfrog(p, model, state, u, coupling=coupling)
+      return state, readout(p, model, state.phi)
+    _, ys = lax.scan(_step, zero_state(batch, n, p["W"].dtype), inputs_tm, unroll=model.scan_unroll())
     return loss_fn(jnp.swapaxes(ys, 0, 1), targets, mask)
 
   return jax.value_and_grad(objective)(params)
@@ -237,7 +232,7 @@ def readout_only(params, model, inputs_tm, targets, mask, loss_fn):
   _, batch, _ = inputs_tm.shape
   n = params["W"].shape[0]
   rho, _ = model.activation()
-  _, ys, _ = forward_phase(params, model, inputs_tm, exact=False)
+  ys = forward_phase(params, model, inputs_tm, exact=False).ys
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
 
   def _step(carry, xs):
@@ -247,7 +242,7 @@ def readout_only(params, model, inputs_tm, targets, mask, loss_fn):
     return (state, g_out + dy.T @ rho(state.phi)), None
 
   (_, g_out), _ = lax.scan(_step, (zero_state(batch, n, params["W"].dtype), jnp.zeros_like(params["W_out"])),
-                           (inputs_tm, dl_dy))
+                           (inputs_tm, dl_dy), unroll=model.scan_unroll())
   grads = {k: jnp.zeros_like(params[k]) for k in ("W", "b", "B")}
   return loss, {**grads, "W_out": g_out, "b_out": jnp.sum(dl_dy, (0, 1))}
 
@@ -277,15 +272,15 @@ TBPTT_K = Option("k", 2, "positive_int", static=True, config_key="tbptt_k",
 # Registration order is the display order. bptt_rtol: the worst relative error per tensor on the
 # contract test's float64 problems (T = 20, mse/bce/ce_mean) at the default eps 1e-5 is 7.6e-5 for
 # the one-sided rule (its O(eps) bias) and 3.6e-10 for the centered one; the tolerances leave at least 10x.
-register(Method("bptt", bptt, bptt_rtol=1e-10, summary="jax.grad through the forward scan"))
-KERNEL = Option("kernel", "scan", "choice", static=True, choices=KERNELS,
+register(Method("bptt", bptt, bptt_rtol=1e-10, summary="jax.grad through the forward scan", vjp=layer.bptt_layer))
+KERNEL = Option("kernel", "scan", "choice", static=True, choices=KERNELS, legacy="scan",
                 doc="RHEL phases: 'scan' (lax.scan, the reference), 'pallas' (one fused Pallas kernel per "
                     "phase; GPU) or 'pallas_interpret' (the same kernels interpreted; any backend, slow)")
 register(Method("rhel", rhel, (EPS, KERNEL), bptt_rtol=1e-3, color="tab:blue",
-                summary="one-sided RHEL (the paper's rule), bias O(eps)"))
+                summary="one-sided RHEL (the paper's rule), bias O(eps)", vjp=layer.rhel_layer))
 register(Method("rhel_centered", rhel_centered, (EPS, KERNEL), bptt_rtol=1e-8, color="tab:orange",
-                summary="centered RHEL, two echoes (+eps, -eps), bias O(eps^2)"))
-EPROP_ONLINE = Option("online", True, "bool", static=True, config_key="eprop_online",
+                summary="centered RHEL, two echoes (+eps, -eps), bias O(eps^2)", vjp=layer.rhel_centered_layer))
+EPROP_ONLINE = Option("online", True, "bool", static=True, config_key="eprop_online", legacy=True,
                       doc="e-prop: forward-mode traces (True) or the same gradient in reverse mode (False, faster)")
 register(Method("eprop", eprop, (EPROP_ONLINE,), color="tab:green",
                 summary="e-prop with exact online eligibility traces (or their reverse-mode equal)"))
@@ -296,9 +291,8 @@ register(Method("readout", readout_only, bptt_rtol=1e-10, trained=("W_out", "b_o
 
 @functools.partial(jax.jit, static_argnames=("method", "model", "loss_fn", "static_options"))
 def _gradient_jit(method, params, model, inputs, targets, mask, loss_fn, static_options=(), traced_options=None):
-  inputs_tm = jnp.swapaxes(inputs, 0, 1)
-  return METHODS[method].fn(params, model, inputs_tm, targets, mask, loss_fn,
-                            **dict(static_options), **(traced_options or {}))
+  bound = METHODS[method].bind(model, loss_fn, **dict(static_options), **(traced_options or {}))
+  return bound(params, inputs, targets, mask)
 
 
 def gradient(method: str, params: Params, model: ModelConfig, inputs: Array, targets: Array,
@@ -352,18 +346,10 @@ def gradient_fn(method: str, model: ModelConfig, *, loss: Union[str, LossFn] = "
   """
   spec = methods.get(method)
   validation.check_model(model)
-  loss_fn = resolve_loss(loss)
-  options = spec.resolve_options(options, dtype, model)
-
-  def fn(params, inputs, targets, mask):
-    return spec.fn(params, model, jnp.swapaxes(inputs, 0, 1), targets, mask, loss_fn, **options)
-  return jax.jit(fn)
+  return jax.jit(spec.bind(model, loss, **spec.resolve_options(options, dtype, model)))
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _forward_jit(params, model, inputs):
-  _, ys, _ = forward_phase(params, model, jnp.swapaxes(inputs, 0, 1))
-  return jnp.swapaxes(ys, 0, 1)
+_forward_jit = jax.jit(forward_readouts, static_argnames=("model",))
 
 
 def forward(params: Params, model: ModelConfig, inputs: Array) -> Array:

@@ -6,7 +6,7 @@ These are the two accumulators per synapse of the paper's local rule; the dynami
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,17 @@ def hebbian_terms(r_left: Array, r_right: Array, u: Array) -> dict[str, Array]:
   return {"W": r_left.T @ r_right, "b": jnp.sum(r_left, 0), "B": u.T @ r_left}
 
 
+def contrast(base: Optional[Array], dr: Array, weights: Array) -> tuple[Array, Array]:
+  """The two factors of the weighted contrast of S echoes: ``(d, s)`` with ``d = sum_s weights_s dr_s``
+  (B, N) and ``s = 2 base + sum_s dr_s`` (B, N) (``base = 0`` when None); see :func:`contrast_terms`.
+
+  ``d`` is also the contrast of the input's coupling: ``d @ B^T`` is the input cotangent of the step.
+  """
+  d = jnp.tensordot(weights.astype(dr.dtype), dr, 1)
+  total = jnp.sum(dr, 0)
+  return d, (total if base is None else 2 * base + total)
+
+
 def contrast_terms(base: Optional[Array], dr: Array, weights: Array, u: Array) -> dict[str, Array]:
   """Hebbian terms of the weighted contrast of S echoes, from their deviations ``dr`` from ``base``.
 
@@ -40,9 +51,15 @@ def contrast_terms(base: Optional[Array], dr: Array, weights: Array, u: Array) -
 
   Shapes: base (B, N) or None; dr (S, B, N); weights (S,); u (B, n_in).
   """
-  d = jnp.tensordot(weights.astype(dr.dtype), dr, 1)
-  total = jnp.sum(dr, 0)
-  return hebbian_terms(d, total if base is None else 2 * base + total, u)
+  return hebbian_terms(*contrast(base, dr, weights), u)
+
+
+class Accumulator(NamedTuple):
+  """How a phase sums its per-step Hebbian terms: ``zero(params) -> sums``,
+  ``add(sums, terms) -> sums`` and ``total(sums) -> {'W', 'b', 'B'}``."""
+  zero: Callable
+  add: Callable
+  total: Callable
 
 
 def zero_sums(params: Params) -> dict[str, tuple[Array, Array]]:
@@ -66,6 +83,16 @@ def compensated_add(sums, terms):
 
 def compensated_total(sums) -> dict[str, Array]:
   return {k: total - comp for k, (total, comp) in sums.items()}
+
+
+COMPENSATED = Accumulator(zero_sums, compensated_add, compensated_total)
+PLAIN = Accumulator(lambda params: {k: jnp.zeros_like(params[k]) for k in HAMILTONIAN_KEYS},
+                    lambda sums, terms: {k: sums[k] + terms[k] for k in terms}, dict)
+
+
+def accumulator(compensated: bool) -> Accumulator:
+  """Kahan-compensated sums (:data:`COMPENSATED`) or plain ones (:data:`PLAIN`)."""
+  return COMPENSATED if compensated else PLAIN
 
 
 def finish_hamiltonian_grads(sums: dict[str, Array], model: ModelConfig, scale) -> dict[str, Array]:

@@ -7,17 +7,38 @@ signature below plus one ``register(Method(...))``; the contract test in
 ``tests/test_method_contract.py`` then runs it automatically.
 
 Method functions: ``fn(params, model, inputs_tm, targets, mask, loss_fn, **options) -> (loss, grads)``
-with ``inputs_tm`` time-major (T, B, n_in) and grads a dict shaped like params.
+with ``inputs_tm`` time-major (T, B, n_in) and grads a dict shaped like params. Call sites do not
+call them directly: :meth:`Method.bind` fixes the model, the loss and the options once and gives
+``(params, inputs (B, T, n_in), targets, mask) -> (loss, grads)``.
+
+A method may also have a *VJP form* (:attr:`Method.vjp`): the network as a layer whose backward
+pass under ``jax.grad`` is the method (see :mod:`rhel_jax.layer`); the flax layer
+(:class:`rhel_jax.nn.HamiltonianRNN`) offers exactly the methods that have one.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Union
+
+import jax
+import jax.numpy as jnp
 
 from rhel_jax import validation
+from rhel_jax.losses import LossFn, resolve_loss
 
 _KINDS = ("positive_float", "positive_int", "bool", "choice")
+
+
+class _SinceStart:
+  """The ``legacy`` of an option (or config field) that every saved config has: there is no older
+  config without it to reproduce."""
+
+  def __repr__(self):
+    return "SINCE_START"
+
+
+SINCE_START = _SinceStart()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +56,9 @@ class Option:
     doc: one line for config comments and error messages.
     default_fn: ``(param dtype, ModelConfig) -> value``, used when the value is ``None``.
     choices: the accepted values of a ``'choice'`` option.
+    legacy: the value that gives the method's behaviour from before the option existed; experiment
+      configs saved without ``config.method.<config_key>`` resume at it. ``SINCE_START``: the
+      method has always had the option.
   """
   name: str
   default: Any
@@ -44,6 +68,7 @@ class Option:
   doc: str = ""
   default_fn: Optional[Callable[[Any, Any], Any]] = None
   choices: tuple = ()
+  legacy: Any = SINCE_START
 
   def __post_init__(self):
     if self.kind not in _KINDS:
@@ -91,6 +116,10 @@ class Method:
       Hamiltonian's ``W`` should be).
     color: matplotlib colour in the report's figures.
     summary: one line for listings.
+    vjp: the method's VJP form, ``fn(params, model, inputs_tm, **options) -> rho(phi) (T, B, N)``
+      with params ``{'W', 'b', 'B'}`` and inputs_tm (T, B, n_in): the network's activations, whose
+      VJP under ``jax.grad`` is this method's gradient (of the params and of the inputs); None when
+      the method has none (:mod:`rhel_jax.layer`).
   """
   name: str
   fn: Callable
@@ -100,6 +129,7 @@ class Method:
   symmetric_w: bool = True
   color: Optional[str] = None
   summary: str = ""
+  vjp: Optional[Callable] = None
 
   @property
   def option_names(self) -> tuple[str, ...]:
@@ -111,17 +141,44 @@ class Method:
         return o
     raise KeyError(name)
 
-  def resolve_options(self, given: dict, dtype, model) -> dict:
-    """Validated options: unknown names are an error; missing ones get their defaults."""
+  def _check_names(self, given) -> None:
     unknown = sorted(set(given) - set(self.option_names))
     if unknown:
       raise ValueError(f"gradient: option(s) {unknown} not accepted by method {self.name!r}; "
                        f"it takes {sorted(self.option_names) or 'none'}")
+
+  def resolve_options(self, given: dict, dtype, model) -> dict:
+    """Validated options: unknown names are an error; missing ones get their defaults.
+
+    A traced value (an option swept under ``vmap``, or passed into ``jit``) is taken as it is:
+    only concrete values can be checked.
+    """
+    self._check_names(given)
     out = {}
     for o in self.options:
       out[o.name] = o.resolve(given.get(o.name), dtype, model)
-      o.check(out[o.name])
+      if not isinstance(out[o.name], jax.core.Tracer):
+        o.check(out[o.name])
     return out
+
+  def bind(self, model, loss: Union[str, LossFn] = "mse", **options) -> Callable:
+    """This method with its model, loss and options fixed, batch-major.
+
+    Returns ``fn(params, inputs (B, T, n_in), targets, mask) -> (loss, grads)``: traceable (jit,
+    vmap, grad) and unchecked; :func:`rhel_jax.gradient` is the checked entry point. Option names
+    and concrete values are checked here; defaults that depend on the parameters' dtype (eps) are
+    resolved at the call. Shapes of targets and mask as in :func:`rhel_jax.gradient`.
+    """
+    self._check_names(options)
+    for name, value in options.items():
+      if value is not None and not isinstance(value, jax.core.Tracer):
+        self.option(name).check(value)
+    loss_fn = resolve_loss(loss)
+
+    def fn(params, inputs, targets, mask):
+      resolved = self.resolve_options(options, params["W"].dtype, model)
+      return self.fn(params, model, jnp.swapaxes(inputs, 0, 1), targets, mask, loss_fn, **resolved)
+    return fn
 
 
 # Registration order is the display order (Table 1's rows, then any others).
@@ -156,6 +213,12 @@ def all_options() -> Iterator[Option]:
       if o.config_key not in seen:
         seen.add(o.config_key)
         yield o
+
+
+def layer_methods() -> tuple[str, ...]:
+  """Names of the methods with a VJP form (:attr:`Method.vjp`), in registry order: the methods of
+  :func:`rhel_jax.layer.hamiltonian_layer` and :class:`rhel_jax.nn.HamiltonianRNN`."""
+  return tuple(name for name, method in METHODS.items() if method.vjp is not None)
 
 
 def nudged() -> tuple[str, ...]:

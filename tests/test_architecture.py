@@ -1,8 +1,10 @@
 """docs/architecture.md is current and the layering rules hold on the real tree; on small synthetic trees
-the rules do catch a core module importing an experiment, and import cycles."""
+the rules do catch a core module importing an experiment, a study imported from outside, report code
+importing the trainer or a task's module, and import cycles."""
 import contextlib
 import io
 import pathlib
+import re
 import tempfile
 import textwrap
 
@@ -53,6 +55,30 @@ class RealTreeTest(absltest.TestCase):
     self.assertEqual(architecture.module_level_cycles(self.graph), [])
     self.assertEqual(architecture.lazy_cycles(self.graph), [])
 
+  def test_studies_and_the_report_code_are_isolated(self):
+    self.assertIn("studies", self.graph.packages)
+    self.assertEqual(architecture.study_isolation_violations(self.graph), [])
+    self.assertEqual(architecture.report_isolation_violations(self.graph), [])
+
+  def test_the_guide_names_files_that_exist(self):
+    paths = [p for _, text in architecture.GUIDE for p in re.findall(r"`([\w./]+/[\w./]*)`", text)]
+    self.assertGreater(len(paths), 10)
+    self.assertEqual([p for p in paths if not (ROOT / p).exists()], [])
+
+  def test_the_library_table_names_files_that_exist_and_import_their_library(self):
+    for what, library, where, note in architecture.LIBRARIES:
+      paths = [where] + re.findall(r"`([\w./]+/[\w./]*)`", note)
+      self.assertEqual([p for p in paths if not (ROOT / p).exists()], [], what)
+      if library:  # the module really imports the library it is credited with
+        last = re.escape(library.split(".")[-1])
+        self.assertRegex((ROOT / where).read_text(), rf"(?m)^\s*(from|import)\s.*\b{last}\b", what)
+
+  def test_layers_put_each_package_after_what_it_imports(self):
+    order = architecture.layer_order(self.graph)
+    self.assertEqual(sorted(order), sorted(self.graph.packages))
+    for package, deps in architecture.package_imports(self.graph).items():
+      self.assertTrue(all(order.index(d) < order.index(package) for d in deps), (package, deps))
+
   def test_page_is_up_to_date(self):
     status, err = run_main("--check", "--root", str(ROOT))
     self.assertEqual(status, 0, f"{err}\nRegenerate: python -m tools.architecture --out docs/architecture.md")
@@ -88,6 +114,39 @@ class SyntheticTreeTest(absltest.TestCase):
     status, err = run_main("--check", "--root", str(root))
     self.assertEqual(status, 1)
     self.assertIn("imports experiments.train", err)
+
+  def test_a_study_imported_from_outside_is_caught(self):
+    root = write_tree(self.tmp(), {
+        "studies/__init__.py": "",
+        "studies/s/__init__.py": "",
+        "studies/s/probe.py": "from experiments import report\n",      # a study may import the rest
+        "experiments/__init__.py": "",
+        "experiments/report.py": "",
+        "benchmarks/__init__.py": "",
+        "benchmarks/b.py": "def f():\n  from studies.s import probe\n",
+    })
+    graph = architecture.build_graph(root)
+    violations = architecture.study_isolation_violations(graph)
+    self.assertLen(violations, 1)
+    self.assertIn("benchmarks.b imports studies.s.probe", violations[0])
+    self.assertIn("lazy", violations[0])
+    self.assertEqual(run_main("--check", "--root", str(root))[0], 1)
+
+  def test_report_code_importing_the_trainer_or_a_task_module_is_caught(self):
+    root = write_tree(self.tmp(), {
+        "experiments/__init__.py": "",
+        "experiments/trainer.py": "",
+        "experiments/tasks/__init__.py": "from experiments.tasks import base, copy\n",
+        "experiments/tasks/base.py": "",
+        "experiments/tasks/copy.py": "",
+        "experiments/report.py": "from experiments import tasks\nfrom experiments.tasks import base\n",
+        "experiments/summary.py": "from experiments.trainer import x\n",
+        "experiments/probe_table.py": "from experiments.tasks.copy import metrics\n",
+    })
+    violations = architecture.report_isolation_violations(architecture.build_graph(root))
+    self.assertEqual([v.split(" (")[0] for v in violations],
+                     ["experiments.probe_table imports experiments.tasks.copy",
+                      "experiments.summary imports experiments.trainer"])
 
   def test_cycles_are_caught_module_level_and_lazy(self):
     root = write_tree(self.tmp(), {

@@ -1,6 +1,8 @@
 """Exact-reversible mode: the integer-grid leapfrog retraces the forward phase bit for bit."""
+import dataclasses
 from unittest import mock
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,10 +45,10 @@ class ExactReversibilityTest(parameterized.TestCase):
     params, _, inputs, _, _ = make_problem(dtype=jnp.float32, steps=300)
     model = rhel_jax.ModelConfig(exact_reversible=True)
     inputs_tm = jnp.swapaxes(inputs, 0, 1)
-    final, ys, _ = forward_phase(params, model, inputs_tm)
+    final, ys, _, _ = forward_phase(params, model, inputs_tm)
     self.assertFalse(bool(jnp.all(final.phi == 0)))
     with mock.patch.object(grid, "_share_twin_matmul", lambda: share_matmul):
-      end, contrast, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys),
+      end, contrast, _, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys),
                                     jnp.zeros((2,), jnp.float32), jnp.array([1.0, -1.0]))
     # Back at the zero initial state, bit for bit, and the contrast of echo and forward phase is
     # exactly zero at every step (a float32 retrace would leave ~1e-5 of round-off here).
@@ -64,8 +66,8 @@ class ExactReversibilityTest(parameterized.TestCase):
 
     def run(key):
       params = rhel_jax.init_params(key, inputs.shape[-1], 32, 2, w_scale=0.5)
-      final, ys, _ = forward_phase(params, model, inputs_tm)
-      end, contrast, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys), jnp.zeros((2,), jnp.float32),
+      final, ys, _, _ = forward_phase(params, model, inputs_tm)
+      end, contrast, _, _ = echo_phase(params, model, final, inputs_tm, jnp.ones_like(ys), jnp.zeros((2,), jnp.float32),
                                     jnp.array([1.0, -1.0], jnp.float32))
       return final, end, contrast
     final, end, contrast = jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(0), 3))
@@ -192,6 +194,16 @@ class ExactGradientTest(absltest.TestCase):
       _, grads = rhel_jax.gradient(method, params, exact_model, inputs, targets, mask, eps=eps)
       err = max(rel_error(grads[k], ref[k]) for k in ref)
       self.assertLess(err, tol, method)
+
+  def test_unroll_changes_only_round_off(self):
+    # The grid arithmetic is exact whatever the unroll; only the floating-point deviations and
+    # sums may round differently.
+    params, model, inputs, targets, mask = make_problem(steps=30, dtype=jnp.float32)
+    exact = rhel_jax.ModelConfig(exact_reversible=True)
+    for method in ("rhel", "rhel_centered"):
+      want = rhel_jax.gradient(method, params, exact, inputs, targets, mask)
+      got = rhel_jax.gradient(method, params, dataclasses.replace(exact, unroll=4), inputs, targets, mask)
+      chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
 
   def test_grid_overflow_is_reported_not_wrapped(self):
     params, _, inputs, targets, mask = make_problem(steps=50)

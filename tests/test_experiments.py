@@ -3,6 +3,8 @@ import json
 import os
 import signal
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -10,6 +12,7 @@ import tempfile
 import jax
 import numpy as np
 from absl.testing import absltest
+from flax import serialization
 
 from experiments import checkpoints, copy_paste, report, train
 
@@ -17,18 +20,7 @@ ROOT = pathlib.Path(__file__).parents[1]
 
 
 def tiny_config(**overrides):
-  c = copy_paste.get_config("quick")
-  c.task.seq_len = 24
-  c.task.pattern_length = 3
-  c.num_seeds = 2
-  c.num_epochs = 3
-  c.steps_per_epoch = 3
-  c.batch_size = 8
-  c.eval_size = 16
-  c.alignment_batch_size = 8
-  c.alignment_epochs = (0, 2)
-  c.checkpoint_every = 1
-  c.model.num_hidden = 8
+  c = copy_paste.get_config("tiny")
   for key, value in overrides.items():
     node = c
     *parents, leaf = key.split(".")
@@ -77,7 +69,8 @@ class RunExperimentTest(_TempDirs):
       final = _final(workdir, method)
       self.assertLen(final["test_bit_acc"], 2)
       self.assertTrue(all(0.0 <= a <= 1.0 for a in final["test_bit_acc"]))
-      self.assertLen(list((workdir / method).glob("checkpoint_*.msgpack")), 2)  # the two newest
+      self.assertEqual(sorted(p.name for p in (workdir / method).glob("checkpoint_*")),
+                       ["checkpoint_2", "checkpoint_3"])  # the two newest, complete (Orbax directories)
     # The report generator reads the same outputs back.
     run = report.load_run(workdir)
     markdown, table_csv = report.table1([run])
@@ -126,8 +119,8 @@ class RunExperimentTest(_TempDirs):
     variant = report.load_run(first)
     variant["config"]["name"], variant["config"]["model"]["dt"] = "copy_paste_variant", 0.25
     columns = report.merge_runs([report.load_run(first), report.load_run(second), variant])
-    self.assertEqual([r["label"] for r in columns], ["copy_paste_quick", "copy_paste_variant"])
-    self.assertIn("| copy_paste_quick (ours) | copy_paste_quick (paper) |", report.table1(columns)[0])
+    self.assertEqual([r["label"] for r in columns], ["copy_paste_tiny", "copy_paste_variant"])
+    self.assertIn("| copy_paste_tiny (ours) | copy_paste_tiny (paper) |", report.table1(columns)[0])
     # A method without final.json (still training) shows its newest epoch, not a blank.
     (second / "readout" / "final.json").unlink()
     markdown, _ = report.table1(report.merge_runs([report.load_run(first), report.load_run(second)]))
@@ -138,39 +131,71 @@ class RunExperimentTest(_TempDirs):
     straight = self.tmp()
     train.run_experiment(config, straight)
 
-    interrupted = self.tmp()
+    interrupted = pathlib.Path(self.tmp())
     original = checkpoints.save_checkpoint
 
     def save_then_die(directory, epoch, target, keep=2):
       original(directory, epoch, target, keep)
       if epoch == 2:
-        raise KeyboardInterrupt  # killed right after the epoch-2 checkpoint
+        raise KeyboardInterrupt  # killed right after the epoch-2 checkpoint (still being written)
     train.checkpoints.save_checkpoint = save_then_die
     try:
       with self.assertRaises(KeyboardInterrupt):
         train.run_experiment(config, interrupted)
     finally:
       train.checkpoints.save_checkpoint = original
-    self.assertFalse((pathlib.Path(interrupted) / "rhel" / "final.json").exists())
-    train.run_experiment(config, interrupted)
-    # Same seed and config: bit-identical, interrupted or not.
-    self.assertEqual(_final(interrupted, "rhel"), _final(straight, "rhel"))
-    self.assertEqual((pathlib.Path(interrupted) / "rhel" / "metrics.jsonl").read_text(),
-                     (pathlib.Path(straight) / "rhel" / "metrics.jsonl").read_text())
-    metrics = checkpoints.read_jsonl(pathlib.Path(interrupted) / "rhel" / "metrics.jsonl")
-    self.assertEqual([r["epoch"] for r in metrics], [e for e in range(4) for _ in range(2)])
+    self.assertFalse((interrupted / "rhel" / "final.json").exists())
+    checkpoints.wait_until_finished()  # the process lives on here: its background save completes
+    # The same state as a workdir written before Orbax: checkpoint_2.msgpack, made as the old code did.
+    legacy = pathlib.Path(self.tmp())
+    shutil.copytree(interrupted, legacy, dirs_exist_ok=True)
+    state = checkpoints.read_checkpoint(legacy / "rhel" / "checkpoint_2", self._initial_state(config, "rhel"))
+    for p in (legacy / "rhel").glob("checkpoint_*"):
+      shutil.rmtree(p)
+    (legacy / "rhel" / "checkpoint_2.msgpack").write_bytes(serialization.to_bytes(state))
+
+    for resumed in (interrupted, legacy):
+      with self.assertLogs(level="INFO") as logs:
+        train.run_experiment(config, resumed)
+      self.assertIn("[rhel] resuming from the checkpoint at epoch 2", "\n".join(logs.output))
+      # Same seed and config: bit-identical, interrupted or not.
+      self.assertEqual(_final(resumed, "rhel"), _final(straight, "rhel"))
+      self.assertEqual((resumed / "rhel" / "metrics.jsonl").read_text(),
+                       (pathlib.Path(straight) / "rhel" / "metrics.jsonl").read_text())
+      metrics = checkpoints.read_jsonl(resumed / "rhel" / "metrics.jsonl")
+      self.assertEqual([r["epoch"] for r in metrics], [e for e in range(4) for _ in range(2)])
+      # The msgpack was read once; the run went on in Orbax's format, and the old file is gone.
+      self.assertEqual(sorted(p.name for p in (resumed / "rhel").glob("checkpoint_*")),
+                       ["checkpoint_3", "checkpoint_4"])
+
+  @staticmethod
+  def _initial_state(config, method):
+    trainer = train.MethodTrainer(config, train.build_task(config, np.float32), method, np.float32)
+    return trainer.init(train.seed_keys(config.seed, config.num_seeds)[0])
 
   def test_corrupt_latest_checkpoint_falls_back_to_the_previous(self):
     config = tiny_config(methods=("bptt",))
     workdir = pathlib.Path(self.tmp())
     train.run_experiment(config, workdir)
-    latest = workdir / "bptt" / "checkpoint_3.msgpack"
-    latest.write_bytes(latest.read_bytes()[:20])
+    reference = _final(workdir, "bptt")
+    # Orbax checksums its data: a truncated file in the newest checkpoint is caught on reading.
+    latest = workdir / "bptt" / "checkpoint_3"
+    data_files = sorted((latest / checkpoints.ITEM / "d").iterdir())
+    self.assertNotEmpty(data_files)
+    for f in data_files:
+      f.write_bytes(f.read_bytes()[:20])
     (workdir / "bptt" / "final.json").unlink()
     with self.assertLogs(level="WARNING") as logs:
       train.run_experiment(config, workdir)
-    self.assertIn("checkpoint_3.msgpack is unreadable", "\n".join(logs.output))
-    self.assertTrue((workdir / "bptt" / "final.json").exists())
+    self.assertIn(f"checkpoint {latest} is unreadable", "\n".join(logs.output))
+    self.assertTrue((workdir / "bptt" / "checkpoint_3.unreadable").is_dir())  # set aside, not deleted
+    with self.assertRaises(Exception):
+      checkpoints.read_checkpoint(workdir / "bptt" / "checkpoint_3.unreadable")
+    self.assertEqual(checkpoints.restore_params(workdir / "bptt")[0], 3)  # the new epoch-3 checkpoint reads
+    # Resumed from epoch 2, the last epoch again: the same result as the first time.
+    self.assertEqual(_final(workdir, "bptt"), reference)
+    self.assertEqual(sorted(p.name for p in (workdir / "bptt").glob("checkpoint_*[0-9]")),
+                     ["checkpoint_2", "checkpoint_3"])
 
   def test_a_diverged_seed_is_frozen_reported_and_left_out(self):
     original_init = train.MethodTrainer.__init__
@@ -208,6 +233,7 @@ class RunExperimentTest(_TempDirs):
                               ("alignment_epochs", (0, 99), "config.alignment_epochs"),
                               ("task.seq_len", 5, "config.task.seq_len"),
                               ("model.grid_bits", 30, "config.model.grid_bits"),
+                              ("model.unroll", 0, "config.model.unroll"),
                               ("method.eps", -1.0, "config.method.eps"),
                               ("method.tbptt_k", 0, "config.method.tbptt_k")):
       with self.assertRaisesRegex(ValueError, field):
@@ -241,6 +267,18 @@ class RunExperimentTest(_TempDirs):
     (workdir / "config.json").write_text(json.dumps(saved))
     with self.assertRaisesRegex(ValueError, r"different config \(fields \['train.lr'\]"):
       train.prepare_workdir(tiny_config(), workdir, overwrite=False)
+
+  def test_every_run_ends_with_its_pictures_linked_from_results_md(self):
+    workdir = pathlib.Path(self.tmp())
+    train.run_experiment(tiny_config(methods=("bptt", "rhel", "readout"), num_epochs=2, alignment_epochs=(0, 1)),
+                         workdir)
+    text = (workdir / "results.md").read_text()
+    import matplotlib.image  # noqa: PLC0415
+    for name in ("curves.png", "alignment.png", "acc_by_step.png"):
+      self.assertIn(f"]({name})", text)
+      image = matplotlib.image.imread(workdir / name)
+      self.assertGreater(image.shape[0] * image.shape[1], 100_000, name)  # a real figure, not an empty file
+      self.assertGreater(float(image[..., :3].std()), 0.05, name)  # something is drawn on it
 
   def test_a_renamed_field_resumes_under_its_new_name(self):
     # train.w_lr_scale became train.lr_scale.W: a workdir saved with the old name resumes when the
@@ -307,13 +345,11 @@ class MainEntryPointTest(_TempDirs):
     return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
-  def test_shrunk_quick_config_runs_end_to_end(self):
+  def test_tiny_config_runs_end_to_end(self):
     workdir = self.tmp()
-    out = self._main("--config=experiments/copy_paste.py:quick", f"--workdir={workdir}",
+    out = self._main("--config=experiments/copy_paste.py:tiny", f"--workdir={workdir}",
                      "--config.methods=('tbptt','eprop')", "--config.num_epochs=2",
-                     "--config.steps_per_epoch=2", "--config.num_seeds=2", "--config.task.seq_len=30",
-                     "--config.batch_size=8", "--config.eval_size=16", "--config.alignment_epochs=(1,)",
-                     "--config.model.num_hidden=8")
+                     "--config.steps_per_epoch=2", "--config.task.seq_len=30", "--config.alignment_epochs=(1,)")
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     self.assertIn("[tbptt] epoch 2/2", out.stderr)
     self.assertIn("[eprop] epoch 2/2", out.stderr)
@@ -322,36 +358,71 @@ class MainEntryPointTest(_TempDirs):
     saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
     self.assertEqual(saved["methods"], ["tbptt", "eprop"])
 
-  def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(self):
-    flags = ["--config=experiments/copy_paste.py:quick", "--config.task.seq_len=24", "--config.task.pattern_length=3",
-             "--config.num_seeds=2", "--config.steps_per_epoch=3", "--config.batch_size=8", "--config.eval_size=16",
-             "--config.alignment_batch_size=8", "--config.model.num_hidden=8", "--config.methods=('rhel',)",
-             "--config.num_epochs=40", "--config.checkpoint_every=50", "--config.alignment_epochs=(0,)"]
-    workdir = pathlib.Path(self.tmp())
+  def test_sigterm_and_sigkill_then_resume_match_an_uninterrupted_run(self):
+    flags = ["--config=experiments/copy_paste.py:tiny", "--config.methods=('rhel',)",
+             "--config.num_epochs=40", "--config.alignment_epochs=(0,)"]
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.main", *flags, f"--workdir={workdir}"], cwd=ROOT,
-                            env=env, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:  # wait until training is under way
-      if "[rhel] epoch 2/40" in line:
-        break
+
+    def start(workdir, *extra):
+      proc = subprocess.Popen([sys.executable, "-m", "experiments.main", *flags, *extra, f"--workdir={workdir}"],
+                              cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+      self.addCleanup(lambda: proc.poll() is None and proc.kill())
+      return proc
+
+    def wait_for(proc, text):
+      for line in proc.stderr:  # wait until training is under way
+        if text in line:
+          return
+      self.fail(f"the run ended before {text!r}")
+
+    # SIGTERM: the current epoch ends and is checkpointed, then the process exits.
+    workdir = pathlib.Path(self.tmp())
+    proc = start(workdir, "--config.checkpoint_every=50")
+    wait_for(proc, "[rhel] epoch 2/40")
     proc.send_signal(signal.SIGTERM)
     rest = proc.communicate(timeout=300)[1]
     self.assertEqual(proc.returncode, 128 + signal.SIGTERM, rest[-2000:])
     self.assertIn("stopped by SIGTERM", rest)
     self.assertFalse((workdir / "rhel" / "final.json").exists())
-    saved = list((workdir / "rhel").glob("checkpoint_*.msgpack"))
+    saved = list((workdir / "rhel").glob("checkpoint_*"))
     self.assertLen(saved, 1)  # checkpoint_every=50 would have saved nothing before the end
-    self.assertEqual(self._main(*flags, f"--workdir={workdir}").returncode, 0)
+    self.assertRegex(saved[0].name, r"^checkpoint_\d+$")  # complete: Orbax renamed it into place
+    self.assertEqual(self._main(*flags, "--config.checkpoint_every=50", f"--workdir={workdir}").returncode, 0)
+
+    # SIGKILL: no warning, maybe in the middle of a background save; the run resumes from the newest
+    # complete checkpoint (Orbax clears the partial one).
+    killed = pathlib.Path(self.tmp())
+    proc = start(killed, "--config.checkpoint_every=1")
+    wait_for(proc, "[rhel] epoch 6/40")
+    proc.kill()
+    proc.communicate(timeout=300)
+    self.assertFalse((killed / "rhel" / "final.json").exists())
+    resumed = self._main(*flags, "--config.checkpoint_every=1", f"--workdir={killed}")
+    self.assertEqual(resumed.returncode, 0, resumed.stderr[-2000:])
+    # The epoch-5 checkpoint was complete before epoch 6 was logged (each save waits for the one before).
+    start = int(re.search(r"\[rhel\] resuming from the checkpoint at epoch (\d+)", resumed.stderr).group(1))
+    self.assertBetween(start, 5, 39)
+    self.assertEqual(sorted(p.name for p in (killed / "rhel").glob("checkpoint_*")), ["checkpoint_39", "checkpoint_40"])
+
     # The reference runs in a subprocess too: the test process has jax_enable_x64 on, which changes
     # the float32 run's round-off (optax's step counts become int64), and training amplifies that.
     reference = self.tmp()
     self.assertEqual(self._main(*flags, f"--workdir={reference}").returncode, 0)
     self.assertEqual(_final(workdir, "rhel"), _final(reference, "rhel"))
+    self.assertEqual(_final(killed, "rhel"), _final(reference, "rhel"))
 
   def test_typo_in_override_fails_naming_the_key(self):
     out = self._main("--config=experiments/copy_paste.py:quick", "--config.trian.lr=0.1")
     self.assertNotEqual(out.returncode, 0)
     self.assertIn("trian", out.stderr)
+
+  def test_a_bad_value_stops_naming_the_field_before_anything_runs(self):
+    workdir = pathlib.Path(self.tmp()) / "run"
+    out = self._main("--config=experiments/copy_paste.py:tiny", "--config.model.dt=-1", f"--workdir={workdir}")
+    self.assertEqual(out.returncode, 1)
+    self.assertEqual(out.stderr.strip().splitlines()[-1], "--config: config.model.dt must be a number > 0, got -1.0")
+    self.assertNotIn("Traceback", out.stderr)
+    self.assertFalse(workdir.exists())
 
   def test_unknown_variant_fails(self):
     out = self._main("--config=experiments/copy_paste.py:huge")

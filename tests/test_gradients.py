@@ -210,7 +210,7 @@ class ReadoutOnlyTest(parameterized.TestCase):
     inputs_tm = jnp.swapaxes(inputs, 0, 1)
 
     def objective(head):
-      _, ys, _ = rhel_jax.forward_phase({**params, **head}, model, inputs_tm)
+      ys = rhel_jax.forward_phase({**params, **head}, model, inputs_tm).ys
       return LOSSES[loss](jnp.swapaxes(ys, 0, 1), targets, mask)
 
     head = {k: params[k] for k in ("W_out", "b_out")}

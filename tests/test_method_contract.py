@@ -3,6 +3,7 @@
 A method registered with ``rhel_jax.register`` is picked up here with no other change; this module
 itself registers a test-only method (BPTT with ``stop_gradient`` on ``W``) to show it.
 """
+import dataclasses
 import functools
 import math
 
@@ -13,6 +14,7 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 import rhel_jax
+from rhel_jax import layer
 from rhel_jax.losses import LOSSES
 from tests.helpers import make_problem, rel_error
 
@@ -36,6 +38,18 @@ def tearDownModule():
 NAMES = tuple(rhel_jax.METHODS)
 STEPS = 20
 LOSS_NAMES = ("mse", "bce", "ce_mean")
+
+
+def _scan_unrolls(jaxpr):
+  """The ``unroll`` of every ``lax.scan`` in a jaxpr, nested ones included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "scan":
+      yield eqn.params["unroll"]
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+        if hasattr(sub, "eqns"):
+          yield from _scan_unrolls(sub)
 
 
 @functools.cache
@@ -96,15 +110,35 @@ class MethodContractTest(parameterized.TestCase):
   def test_jit_equals_eager(self, name):
     method = rhel_jax.METHODS[name]
     params, model, inputs, targets, mask = make_problem(steps=8)
-    options = method.resolve_options({}, params["W"].dtype, model)
     with jax.disable_jit():
-      want = method.fn(params, model, jnp.swapaxes(inputs, 0, 1), targets, mask, LOSSES["mse"], **options)
+      want = method.bind(model, "mse")(params, inputs, targets, mask)
     got = rhel_jax.gradient(name, params, model, inputs, targets, mask)
     # Only float reassociation may differ; the nudged estimators amplify it by ~1/eps (float64
     # round-off / eps 1e-5 ~ 2e-11 of the gradient's scale: an absolute 2e-12 on this problem was
     # seen with JAX 0.12, so their atol is 1e-10; the others keep 1e-12).
     atol = 1e-10 if "eps" in method.option_names else 1e-12
     chex.assert_trees_all_close(got, want, rtol=1e-8, atol=atol)
+
+  @parameterized.parameters(*NAMES)
+  def test_every_scan_follows_the_model_unroll(self, name):
+    params, model, inputs, targets, mask = _problem("mse")
+    unrolled = dataclasses.replace(model, unroll=3)
+    jaxpr = jax.make_jaxpr(rhel_jax.METHODS[name].bind(unrolled, "mse"))(params, inputs, targets, mask).jaxpr
+    self.assertEqual(set(_scan_unrolls(jaxpr)), {3})
+    if rhel_jax.METHODS[name].vjp is not None:  # the layer's forward and backward passes too
+      hamiltonian = {k: params[k] for k in ("W", "b", "B")}
+      layer_loss = lambda p, x: jnp.sum(layer.hamiltonian_layer(p, unrolled, x, method=name) ** 2)
+      jaxpr = jax.make_jaxpr(jax.grad(layer_loss, argnums=(0, 1)))(hamiltonian, jnp.swapaxes(inputs, 0, 1)).jaxpr
+      self.assertEqual(set(_scan_unrolls(jaxpr)), {3})
+
+  @parameterized.parameters(*NAMES)
+  def test_unroll_changes_only_round_off(self, name):
+    # Every scan of every method follows ModelConfig.unroll (1 on CPU by default).
+    params, model, inputs, targets, mask = _problem("mse")
+    self.assertEqual(model.scan_unroll(), 1)
+    got = rhel_jax.gradient(name, params, dataclasses.replace(model, unroll=4), inputs, targets, mask)
+    atol = 1e-10 if "eps" in rhel_jax.METHODS[name].option_names else 1e-12  # see test_jit_equals_eager
+    chex.assert_trees_all_close(got, _result(name, "mse"), rtol=1e-8, atol=atol)
 
   @parameterized.parameters(*NAMES)
   def test_vmap_over_seeds_equals_a_loop(self, name):

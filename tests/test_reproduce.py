@@ -183,6 +183,36 @@ class RunsTest(absltest.TestCase):
     self.assertEqual(status, 1, out)
     self.assertIn("train_loss: only in A", out)
 
+  def test_orbax_checkpoints_are_compared_array_by_array_and_msgpack_ones_across_formats(self):
+    import jax.numpy as jnp
+    from flax import serialization
+    from experiments import checkpoints
+    tmp = make_tmp(self)
+    state = {"params": {"W": jnp.arange(6.0, dtype=jnp.float32).reshape(2, 3)},
+             "opt_state": ((), ({"count": jnp.zeros(2, jnp.int32)},)), "diverged": jnp.zeros(2, bool)}
+    a, b, old = (self.fake_workdir(tmp / name) for name in ("a", "b", "old"))
+    for root in (a, b, old):
+      (root / "bptt" / "checkpoint_4.msgpack").unlink()
+    for root in (a, b):  # the same arrays, saved at different times: the files' timestamps differ
+      checkpoints.save_checkpoint(root / "bptt", 4, state)
+      checkpoints.wait_until_finished()
+    (old / "bptt" / "checkpoint_4.msgpack").write_bytes(serialization.to_bytes(state))  # the code before Orbax
+    status, out = run_main("runs", a, b)
+    self.assertEqual(status, 0, out)
+    self.assertIn("| bptt/checkpoint_4 | identical arrays (3) |", out)
+    status, out = run_main("runs", old, a)
+    self.assertEqual(status, 0, out)
+    self.assertIn("| bptt/checkpoint_4.msgpack vs bptt/checkpoint_4 | identical arrays (3) |", out)
+    # One ulp in one array is caught and named.
+    shutil.rmtree(b / "bptt" / "checkpoint_4")
+    nudged = {**state, "params": {"W": state["params"]["W"].at[1, 2].set(np.nextafter(np.float32(5), 6))}}
+    checkpoints.save_checkpoint(b / "bptt", 4, nudged)
+    checkpoints.wait_until_finished()
+    status, out = run_main("runs", a, b)
+    self.assertEqual(status, 1, out)
+    self.assertIn("| bptt/checkpoint_4 | **1 array(s) differ: params/W: 1/6 differ; max abs 4.77e-07, max ulp 1** |",
+                  out)
+
   def test_json_differences(self):
     self.assertEqual(reproduce.json_differences({"x": [1.0, float("nan")]}, {"x": [1.0, float("nan")]}), [])
     self.assertEqual(reproduce.json_differences({"x": 0.0}, {"x": -0.0}), [".x: 0.0 vs -0.0"])

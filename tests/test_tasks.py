@@ -10,7 +10,7 @@ import numpy as np
 from absl.testing import absltest
 
 from experiments import base_config, report, tasks, train
-from experiments.config_fields import int_field
+from experiments.schema import Field, Int
 from experiments.tasks.copy_paste import CopyPaste
 from experiments.tasks.heidelberg_digits import HeidelbergDigits
 from rhel_jax import losses
@@ -26,11 +26,13 @@ class SignOfSum(tasks.Task):
   primary_metric = "acc"
   summary_metrics = ("acc",)
   fraction_metrics = ("acc",)
+  # Its own config fields: declared here, they are in its config and checked like any other.
+  config_fields = (Field("task.seq_len", 12, Int(1)), Field("task.pool", 64, Int(1), "training sequences"))
 
   @classmethod
-  def validate_config(cls, config):
-    int_field(config, "task.seq_len")
-    int_field(config, "task.pool")
+  def check_relations(cls, config):
+    if config.task.pool < config.batch_size:
+      raise ValueError(f"config.task.pool={config.task.pool} is below config.batch_size={config.batch_size}")
 
   @classmethod
   def from_config(cls, config, dtype):
@@ -72,15 +74,10 @@ class SignOfSumWithValidation(SignOfSum):
 
 
 def sign_config():
-  import ml_collections
-  c = base_config.get_config()
-  c.name = "sign_of_sum"
-  c.methods = ("bptt", "rhel_centered")
-  c.num_seeds, c.num_epochs, c.steps_per_epoch, c.batch_size = 2, 3, 5, 8
-  c.alignment_batch_size, c.alignment_epochs, c.checkpoint_every = 8, (0, 2), 1
-  c.model.num_hidden = 8
-  c.task = ml_collections.ConfigDict({"name": SignOfSum.name, "seq_len": 12, "pool": 64})
-  return c
+  return base_config.get_config(SignOfSum.name, {
+      "methods": ("bptt", "rhel_centered"), "num_seeds": 2, "num_epochs": 3, "steps_per_epoch": 5,
+      "batch_size": 8, "alignment_batch_size": 8, "alignment_epochs": (0, 2), "checkpoint_every": 1,
+      "model.num_hidden": 8}, name="sign_of_sum")
 
 
 class TaskRegistryTest(absltest.TestCase):
@@ -146,10 +143,29 @@ class TaskRegistryTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "no rows for seed 2"):
       best_on_validation(rows, "acc", 3)
 
+  def test_the_report_code_knows_tasks_only_through_the_interface(self):
+    # No task's name, display name or metric key in the code that summarises and reports runs.
+    words = {"Copy-Paste", "Heidelberg"}
+    for task in (CopyPaste, HeidelbergDigits):
+      words.add(task.name)
+      for metric in {task.primary_metric, task.per_step_metric, *task.summary_metrics, *task.fraction_metrics} - {None}:
+        words |= {f'"{metric}"', f"'{metric}'", f"test_{metric}"}
+    root = pathlib.Path(__file__).parents[1] / "experiments"
+    for module in ("report.py", "summary.py", "probe_table.py"):
+      source = (root / module).read_text()
+      self.assertEqual(sorted(w for w in words if w in source), [], module)
+
   def test_its_config_checks_run_and_name_the_field(self):
     config = sign_config()
-    config.task.pool = 0
-    with self.assertRaisesRegex(ValueError, "config.task.pool"):
+    self.assertEqual((config.task.name, config.task.seq_len, config.task.pool), (SignOfSum.name, 12, 64))
+    config.task.pool = 0  # its field's declared check
+    with self.assertRaisesRegex(ValueError, r"config\.task\.pool must be an int >= 1, got 0"):
+      train.run_experiment(config, self.workdir)
+    config.task.pool = 4  # its own check across fields
+    with self.assertRaisesRegex(ValueError, r"config\.task\.pool=4 is below config\.batch_size=8"):
+      train.run_experiment(config, self.workdir)
+    config.task.pool_size = 64  # a key no declaration names
+    with self.assertRaisesRegex(ValueError, r"config\.task: unknown field\(s\) \['pool_size'\]"):
       train.run_experiment(config, self.workdir)
 
 

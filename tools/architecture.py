@@ -15,13 +15,23 @@ Layering rules (each a function of the :class:`Graph` returning its violations a
 
 * :func:`core_isolation_violations`: the core library ``rhel_jax`` imports no other project package
   (``experiments``, ``data``, ``benchmarks``, ``examples``, ``tools``, a task package, ...).
+* :func:`study_isolation_violations`: nothing outside ``studies`` imports a study; a side study can be
+  read, run or deleted without touching the rest.
+* :func:`report_isolation_violations`: the report code (``experiments.report``, ``summary``,
+  ``probe_table``) imports neither the training code nor a task's own module: it knows tasks only
+  through the ``experiments.tasks`` interface.
 * :func:`module_level_cycles`: no cycle of module-level imports (such a cycle makes the import order
   matter and breaks on a partially initialised module).
 * :func:`lazy_cycles`: cycles that close only through a lazy import; listed, and a violation too, since
   a cycle is a cycle even when a function body hides it from the import system.
 
-The page holds the git revision it was generated at; ``--check`` ignores that line, so the page is stale
-only when a module, an import edge, a docstring summary or a rule result has changed.
+The page also shows the layers (the top-level packages in dependency order, with what each imports and
+is imported by, from the same graph) and a guide to where a new method, task, config field,
+measurement, study or result goes (``GUIDE``; ``tests/test_architecture.py`` checks that every file it
+names exists), with a worked example of adding a config field (``CONFIG_FIELD_EXAMPLE``;
+``tests/test_config_schema.py`` holds it to the code). It holds the git revision it was generated at;
+``--check`` ignores that line, so the page is stale only when a module, an import edge, a docstring
+summary, a rule result or the guide has changed.
 """
 from __future__ import annotations
 
@@ -39,6 +49,12 @@ from typing import Callable, Iterable, Optional
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CORE = "rhel_jax"
+STUDIES = "studies"
+REPORT_MODULES = ("experiments.report", "experiments.summary", "experiments.probe_table")
+# What the report code must not import: the training code, and a task's own module (the interface,
+# ``experiments.tasks`` and ``experiments.tasks.base``, is what it may use).
+REPORT_FORBIDDEN = ("experiments.train", "experiments.trainer")
+TASK_INTERFACE = ("experiments.tasks", "experiments.tasks.base")
 DEFAULT_OUT = "docs/architecture.md"
 NOT_PACKAGES = frozenset({"tests", "build", "dist", "docs", "runs"})
 COMMAND = "python -m tools.architecture"
@@ -224,6 +240,22 @@ def core_isolation_violations(graph: Graph, core: str = CORE) -> list[str]:
           for imp in graph.imports if _top(imp.source) == core and _top(imp.target) != core]
 
 
+def study_isolation_violations(graph: Graph, studies: str = STUDIES) -> list[str]:
+  """Imports of a study from any module outside the studies package (module-level or lazy)."""
+  return [f"{imp.source} imports {imp.target} ({graph.modules[imp.source].path}:{imp.line}"
+          f"{', lazy' if imp.lazy else ''})"
+          for imp in graph.imports if _top(imp.target) == studies and _top(imp.source) != studies]
+
+
+def report_isolation_violations(graph: Graph) -> list[str]:
+  """Imports of the training code or of a task's own module by the report code."""
+  def forbidden(target: str) -> bool:
+    return target in REPORT_FORBIDDEN or (target.startswith("experiments.tasks.") and target not in TASK_INTERFACE)
+  return [f"{imp.source} imports {imp.target} ({graph.modules[imp.source].path}:{imp.line}"
+          f"{', lazy' if imp.lazy else ''})"
+          for imp in graph.imports if imp.source in REPORT_MODULES and forbidden(imp.target)]
+
+
 def _strongly_connected(adj: dict[str, set[str]]) -> list[list[str]]:
   """Tarjan's strongly connected components (iterative), each sorted."""
   index: dict[str, int] = {}
@@ -324,6 +356,9 @@ class Rule:
 
 RULES = (
     Rule(f"the core library `{CORE}` imports no other project package", core_isolation_violations),
+    Rule(f"no module outside `{STUDIES}` imports a study", study_isolation_violations),
+    Rule("the report code (" + ", ".join(f"`{m}`" for m in REPORT_MODULES) + ") imports neither the "
+         "training code nor a task's own module", report_isolation_violations),
     Rule("no import cycle among modules (module-level imports)", module_level_cycles),
     Rule("no import cycle that closes through a lazy (function-level) import", lazy_cycles),
 )
@@ -335,6 +370,114 @@ def check_rules(graph: Graph) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------------ page
+
+# Where a new piece goes. Hand-written; every backquoted path in it must exist (tests/test_architecture.py).
+GUIDE = (
+    ("A gradient method",
+     "a function `(params, model, inputs_tm, targets, mask, loss_fn, **options) -> (loss, grads)` in "
+     "`rhel_jax/gradients.py` (or a module of its own in `rhel_jax/`), registered with "
+     "`rhel_jax.register(rhel_jax.Method(...))` (`rhel_jax/methods.py`). Its `Option`s are the config "
+     "fields `config.method.<config_key>`, declared by the registry: `experiments/base_config.py` makes each "
+     "a schema field with its kind's check and the option's `legacy` value; the trainer, the report and the "
+     "benchmarks read names, options and colours from the registry, and `tests/test_method_contract.py` "
+     "checks the method against its declared contract. Nothing else changes."),
+    ("A task",
+     "a `Task` subclass (the interface: `experiments/tasks/base.py`) in its own module under "
+     "`experiments/tasks/`, registered with `experiments.tasks.register` and imported by "
+     "`experiments/tasks/__init__.py`, its own config fields declared in its `config_fields`; the values its "
+     "protocol chooses in a config module of its own beside `experiments/copy_paste.py` (one dict per variant, "
+     "built by `experiments/base_config.py`); its dataset code, if any, in `data/`. The trainer and the "
+     "reports read all they need from the class: loss, metrics, primary metric and its description, the "
+     "paper's Table 1 entry per method (`paper_table1`), a per-step metric's table, chance and target "
+     "levels; no task name appears in the report code. `tests/test_tasks.py` checks that, and trains a tiny "
+     "synthetic task end to end."),
+    ("A config field",
+     "one `Field` declaration (`experiments/schema.py`): its default, its check and its `legacy` value, the "
+     "value that reproduces runs from before it existed (or `SINCE_START`). A field every experiment shares "
+     "goes in `FIELDS` of `experiments/base_config.py`, a task's own in its `Task.config_fields` (Heidelberg "
+     "Digits' `data.*` in `experiments/hd_data.py`), a method option in its `Option`. The config, the check "
+     "that names the field before any compute, and the resume of workdirs saved before it (`legacy`; a "
+     "renamed field: `renamed_from`) all come from the declaration; a variant that wants another value sets "
+     "it in its dict. A check that spans fields goes in `check_relations` (`experiments/base_config.py`, or "
+     "the task's). Worked example below."),
+    ("A measurement of cost or fidelity",
+     "a module in `benchmarks/` (`python -m benchmarks.<name> --out docs/results/<folder>`); speed and "
+     "memory targets are checked there, not in timed tests."),
+    ("A side study",
+     "a package of its own under `studies/` (like `studies/hd_speakers/`) holding its modules, its "
+     "`NOTES.md` (the path: probes, superseded protocols, with the command of each number) and its "
+     "results (`studies/hd_speakers/results/`). Nothing outside `studies` imports it (a rule below)."),
+    ("A result the docs cite",
+     "a folder of `docs/results/` named for what it holds, listed in `docs/results/README.md`, its numbers "
+     "quoted in `docs/results.md` with the command and git revision that wrote them. A result that is "
+     "superseded leaves the tree and is listed in `docs/results/archive.md` with the commit that holds it."),
+)
+
+
+# The worked example of adding a config field (markdown). tests/test_config_schema.py holds it to the code:
+# the declaration is the one in experiments/hd_data.py, and the quoted error is the one the check raises.
+CONFIG_FIELD_EXAMPLE = """\
+Adding `data.top_db` once took four files: its default in the task's config file, its check in
+`hd_data.validate`, its resume value in `workdir.ADDED_FIELDS` and again in `hd_data.FEATURE_DEFAULTS`.
+Now it is one declaration, in the module that owns the `data` section (`experiments/hd_data.py`):
+
+```python
+Field("data.top_db", 0.0, NONNEGATIVE, "> 0: floor each utterance's mel power at its peak - top_db (dB)",
+      legacy=0.0),
+```
+
+and everything else follows from it (`experiments/schema.py`):
+
+- every Heidelberg Digits config has `data.top_db = 0.0`, a float field: `--config.data.top_db=abc` is a
+  flags error, and a typo in the key fails naming it, as in any locked ConfigDict;
+- `--config.data.top_db=-1` stops before any compute with
+  `--config: config.data.top_db must be a number >= 0, got -1.0`;
+- a workdir saved before the field existed lacks it; it resumes while the value is the `legacy` one,
+  `0.0` (what such a config meant), and is refused naming `data.top_db` otherwise. `with_added_fields`
+  reads such a config with `top_db` at `0.0`, so it names the same feature set and TFDS cache as before;
+- a variant that wants another value says so in its dict, as `dev` does (`"data.top_db": 40.0` in
+  `experiments/heidelberg_digits.py`), and nothing else changes.
+
+The value's use (here the feature itself, `HDConfig.top_db` in `data/heidelberg_digits.py`) is the
+only other code. A shared field is declared the same way in `experiments/base_config.py`.
+"""
+
+
+def package_imports(graph: Graph) -> dict[str, set[str]]:
+  """Top-level package -> the other top-level packages its modules import (module-level or lazy)."""
+  out: dict[str, set[str]] = {p: set() for p in graph.packages}
+  for (src, dst), _ in graph.edges().items():
+    if _top(src) != _top(dst):
+      out.setdefault(_top(src), set()).add(_top(dst))
+  return out
+
+
+def layer_order(graph: Graph) -> list[str]:
+  """The top-level packages, each after the packages it imports (names break ties; a cycle's
+  members follow in name order)."""
+  deps = package_imports(graph)
+  order: list[str] = []
+  left = sorted(deps)
+  while left:
+    ready = [p for p in left if deps[p] <= set(order)] or left[:1]
+    order.append(ready[0])
+    left.remove(ready[0])
+  return order
+
+
+def layers(graph: Graph) -> list[str]:
+  """Markdown table of the top-level packages in dependency order."""
+  deps = package_imports(graph)
+  users = {p: sorted(q for q in deps if p in deps[q]) for p in deps}
+  code = lambda names: ", ".join(f"`{n}`" for n in names) or "-"
+  lines = ["| layer | what | modules | imports | imported by |", "|---|---|---|---|---|"]
+  for package in layer_order(graph):
+    count = sum(_top(name) == package for name in graph.modules)
+    summary = graph.modules[package].summary if package in graph.modules else ""
+    lines.append(f"| `{package}` | {_md_cell(summary) or '*(no docstring)*'} | {count} | "
+                 f"{code(sorted(deps[package]))} | {code(users[package])} |")
+  return lines
+
 
 def _node_id(name: str, prefix: str = "m_") -> str:
   return prefix + name.replace(".", "__")
@@ -387,6 +530,52 @@ def git_revision(root: pathlib.Path) -> str:
 _REVISION = re.compile(r"at revision `[^`]*`")
 
 
+# Where the JAX ecosystem's maintained libraries do the work, and what stays hand-written and why.
+# (concern, library module or None, file, note). A library's file must import it, and every
+# backquoted path must exist (tests/test_architecture.py).
+LIBRARIES = (
+    ("Checkpoints", "orbax.checkpoint", "experiments/checkpoints.py",
+     "Orbax's `CheckpointManager`: saves in the background, each process writes its own shards, data "
+     "checksummed, the newest two kept; anyone reads a run's weights with Orbax alone (README). The "
+     "flax msgpack files of older workdirs are read once and replaced."),
+    ("Downloading the official HD archive", "tensorflow_datasets", "data/heidelberg_digits.py",
+     "TFDS's `DownloadManager` (retries, a cache, TFDS's checksums record) and TFDS's `manual_dir`, in "
+     "place of urllib and our own retry loop."),
+    ("Several processes", "jax.experimental.multihost_utils", "experiments/sharding.py",
+     "`jax.distributed` with gloo on the CPU; global arrays from `jax.make_array_from_callback`; metrics "
+     "gathered with `process_allgather`."),
+    ("Configs and flags of a run", "ml_collections", "experiments/main.py",
+     "ml-collections config files with absl flags."),
+    ("Optimizers and schedules", "optax", "experiments/optim.py", "optax; nothing hand-written."),
+    ("Progress and ETA", None, "experiments/progress.py",
+     "kept: one absl log line per epoch carries elapsed time and the ETA over every (method, epoch), with "
+     "resumed epochs counted as done. tqdm (installed with TFDS) draws a terminal bar, which in a log file "
+     "or under a job scheduler becomes carriage-return frames; TFDS's own bars are switched off in "
+     "`data/heidelberg_digits.py` for that reason."),
+    ("Stopping on SIGINT/SIGTERM", None, "experiments/progress.py",
+     "kept: a flag the epoch loop checks, so a jitted epoch is never cut, and `agreed_signal` in "
+     "`experiments/sharding.py` (one all-gather per epoch) so every process stops at the same epoch. "
+     "JAX's preemption sync point covers only SIGTERM, and only in a `jax.distributed` run."),
+    ("Argument parsing of benchmarks and tools", "argparse", "benchmarks/run.py",
+     "the standard library's parser, not absl flags: those are process-wide and defined at import, and the "
+     "benchmarks import one another (`benchmarks/fidelity.py` imports `benchmarks/core_check.py`) and are "
+     "imported by tests, which would define a flag twice."),
+    ("Markdown tables", None, "experiments/summary.py",
+     "kept: rows are f-strings of a few cells; tabulate (which pandas' `to_markdown` also needs) would be "
+     "a new dependency for that, and the tests compare rows as exact strings."),
+    ("Atomic files and JSONL", None, "experiments/checkpoints.py",
+     "kept: temporary file, fsync and `os.replace` (about 15 lines of the standard library); a package "
+     "would add a dependency and no safety."),
+    ("Extracting the HD archive", None, "data/heidelberg_digits.py",
+     "kept: `tarfile` with the standard library's `data` filter (no member outside the folder), staged and "
+     "renamed, cached by the archive's md5, the same for an archive from `manual_dir` and a downloaded one; "
+     "a truncated archive is an error that names the file."),
+    ("Bit-level comparison of results", None, "tools/reproduce.py",
+     "kept: per tensor, how many entries differ and the largest absolute and ulp difference, over every "
+     "tensor; numpy's `assert_array_max_ulp` raises on the first array with only its largest ulp distance."),
+)
+
+
 def render(graph: Graph, revision: str, out: str = DEFAULT_OUT) -> str:
   """The whole page (deterministic for a given tree and revision)."""
   results = check_rules(graph)
@@ -402,6 +591,31 @@ def render(graph: Graph, revision: str, out: str = DEFAULT_OUT) -> str:
       f"{sum(not lazy for lazy in n_edges.values())} module-level import edges (solid) and "
       f"{sum(n_edges.values())} lazy ones (dashed: imported only inside a function, at call time). "
       "An arrow points from the importing module to the imported one.",
+      "",
+      "## Layers",
+      "",
+      "The top-level packages in dependency order: each comes after the packages it imports (counting "
+      "lazy imports too), so the core library and the datasets come first and the measurements, the side "
+      "studies and the developer tools last.",
+      "",
+      *layers(graph),
+      "",
+      "## Where a new piece goes",
+      "",
+      *[f"- **{what}**: {where}" for what, where in GUIDE],
+      "",
+      "### A config field, worked through",
+      "",
+      *CONFIG_FIELD_EXAMPLE.splitlines(),
+      "",
+      "## Libraries, and what stays hand-written",
+      "",
+      "| concern | library | where | note |",
+      "|---|---|---|---|",
+      *[f"| {what} | {f'`{lib}`' if lib else 'hand-written'} | `{where}` | {_md_cell(note)} |"
+        for what, lib, where, note in LIBRARIES],
+      "",
+      "## Module diagram",
       "",
       *mermaid(graph),
       "",

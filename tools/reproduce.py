@@ -43,9 +43,11 @@ setting. ``compare A B`` reports, per problem, method and tensor, identical bits
 absolute and ulp differences; a method or problem present on one side only is listed; it exits 1 on
 any difference in what both sides have. ``runs A B`` compares two experiment workdirs: every
 ``metrics.jsonl``, ``alignment.jsonl``, ``final.json`` and ``results.json`` (its ``wall_seconds``
-ignored) value for value, exactly, and ``checkpoint_*.msgpack`` byte for byte where both sides kept
-it; ``timing.jsonl``, ``invocations.jsonl``, ``results.md`` and ``config.json`` hold wall times,
-commands or revisions and are not compared.
+ignored) value for value, exactly, and each checkpoint epoch both sides kept: Orbax's
+``checkpoint_<epoch>/`` array by array (name, dtype, shape and bits; its files hold timestamps), two
+``checkpoint_<epoch>.msgpack`` (from before Orbax) byte for byte, and one of each (an old revision
+against a new one) array by array; ``timing.jsonl``, ``invocations.jsonl``, ``results.md`` and
+``config.json`` hold wall times, commands or revisions and are not compared.
 """
 from __future__ import annotations
 
@@ -387,7 +389,9 @@ def cmd_compare(a: pathlib.Path, b: pathlib.Path) -> int:
 
 RESULT_FILES = ("metrics.jsonl", "alignment.jsonl", "final.json", "results.json")
 IGNORED_KEYS = frozenset({"wall_seconds"})
-_CHECKPOINT = re.compile(r"^checkpoint_\d+\.msgpack$")
+# An Orbax checkpoint (a directory; its files carry timestamps, so its arrays are compared) or one
+# written before Orbax (a flax msgpack file, compared byte for byte).
+_CHECKPOINT = re.compile(r"^(?P<stem>checkpoint_\d+)(?P<msgpack>\.msgpack)?$")
 
 
 def _same_scalar(x: Any, y: Any) -> bool:
@@ -438,9 +442,52 @@ def _row_label(value: Any, where: str) -> str:
   return where
 
 
+def _is_checkpoint(p: pathlib.Path) -> bool:
+  m = _CHECKPOINT.match(p.name)
+  return m is not None and (p.is_file() if m["msgpack"] else p.is_dir())
+
+
 def _find(root: pathlib.Path) -> set[str]:
   return {p.relative_to(root).as_posix() for p in root.rglob("*")
-          if p.is_file() and (p.name in RESULT_FILES or _CHECKPOINT.match(p.name))}
+          if (p.is_file() and p.name in RESULT_FILES) or _is_checkpoint(p)}
+
+
+def _checkpoint_key(rel: str) -> str:
+  """``bptt/checkpoint_4.msgpack`` and ``bptt/checkpoint_4`` are the same epoch's checkpoint."""
+  path = pathlib.PurePosixPath(rel)
+  m = _CHECKPOINT.match(path.name)
+  return (path.parent / m["stem"]).as_posix() if m else rel
+
+
+def _flat_arrays(tree: Any, where: str = "") -> dict[str, np.ndarray]:
+  """``{'params/W': array, 'opt_state/1/0/count': array, ...}``: dict keys and sequence indices
+  joined by '/', so Orbax's tree (tuples as lists) and flax msgpack's (tuples as dicts keyed
+  '0', '1', ...) give the same names; empty nodes give none."""
+  if isinstance(tree, dict):
+    items = tree.items()
+  elif isinstance(tree, (list, tuple)):
+    items = ((str(i), v) for i, v in enumerate(tree))
+  elif tree is None:
+    return {}
+  else:
+    return {where: np.asarray(tree)}
+  out = {}
+  for key, value in items:
+    out.update(_flat_arrays(value, f"{where}/{key}" if where else str(key)))
+  return out
+
+
+def compare_checkpoints(path_a: pathlib.Path, path_b: pathlib.Path, max_listed: int = 3) -> tuple[int, Optional[str]]:
+  """``(arrays in A, None)`` if every array of the two checkpoints (either format) has the same name,
+  dtype, shape and bits; else ``(arrays in A, what differs)``."""
+  from experiments.checkpoints import read_checkpoint
+  a, b = _flat_arrays(read_checkpoint(path_a)), _flat_arrays(read_checkpoint(path_b))
+  diffs = [f"{k}: only in {'A' if k in a else 'B'}" for k in sorted(set(a) ^ set(b))]
+  diffs += [f"{k}: {d}" for k in sorted(set(a) & set(b)) if (d := compare_arrays(a[k], b[k])) is not None]
+  if not diffs:
+    return len(a), None
+  more = f"; ... {len(diffs) - max_listed} more" if len(diffs) > max_listed else ""
+  return len(a), f"{len(diffs)} array(s) differ: " + "; ".join(diffs[:max_listed]) + more
 
 
 _ONLY_IN_B = re.compile(r"^(?P<where>.*)\.(?P<key>[^.\[\]]+): only in B$")
@@ -455,12 +502,16 @@ def compare_runs(a: pathlib.Path, b: pathlib.Path, max_listed: int = 3, new_keys
   sides have is still compared exactly.
   """
   added = re.compile(new_keys) if new_keys else None
-  files_a, files_b = _find(a), _find(b)
+  # One entry per result file, and per checkpoint epoch whatever its format (old code wrote msgpack).
+  names_a = {_checkpoint_key(rel): rel for rel in _find(a)}
+  names_b = {_checkpoint_key(rel): rel for rel in _find(b)}
   rows, differences = [], 0
-  for rel in sorted(files_a | files_b):
-    checkpoint = _CHECKPOINT.match(pathlib.PurePosixPath(rel).name) is not None
-    if rel not in files_a or rel not in files_b:
-      side = "A" if rel in files_a else "B"
+  for key in sorted(names_a.keys() | names_b.keys()):
+    rel_a, rel_b = names_a.get(key), names_b.get(key)
+    rel = rel_a if rel_a == rel_b or rel_b is None else rel_b if rel_a is None else f"{rel_a} vs {rel_b}"
+    checkpoint = _CHECKPOINT.match(pathlib.PurePosixPath(key).name) is not None
+    if rel_a is None or rel_b is None:
+      side = "A" if rel_b is None else "B"
       if checkpoint:
         rows.append((rel, f"only in {side} (not compared)"))
       else:
@@ -468,11 +519,22 @@ def compare_runs(a: pathlib.Path, b: pathlib.Path, max_listed: int = 3, new_keys
         differences += 1
       continue
     if checkpoint:
-      da, db = (a / rel).read_bytes(), (b / rel).read_bytes()
-      if da == db:
-        rows.append((rel, f"identical bytes (sha256 {hashlib.sha256(da).hexdigest()[:12]})"))
+      if rel_a.endswith(".msgpack") and rel_b.endswith(".msgpack"):
+        da, db = (a / rel_a).read_bytes(), (b / rel_b).read_bytes()
+        if da == db:
+          rows.append((rel, f"identical bytes (sha256 {hashlib.sha256(da).hexdigest()[:12]})"))
+        else:
+          rows.append((rel, f"**bytes differ** ({len(da)} vs {len(db)} bytes)"))
+          differences += 1
+        continue
+      try:
+        count, diff = compare_checkpoints(a / rel_a, b / rel_b)
+      except Exception as e:  # an unreadable checkpoint on either side
+        diff = f"unreadable ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+      if diff is None:
+        rows.append((rel, f"identical arrays ({count})"))
       else:
-        rows.append((rel, f"**bytes differ** ({len(da)} vs {len(db)} bytes)"))
+        rows.append((rel, f"**{diff}**"))
         differences += 1
       continue
     va, vb = _read_json_any(a / rel), _read_json_any(b / rel)

@@ -1,0 +1,93 @@
+"""``python -m experiments.table1`` end to end on a tiny config: the plan, two processes, a SIGTERM
+and the resume, and the merged table with the tuned and shared-recipe rows."""
+import csv
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from absl.testing import absltest
+
+from tests.test_experiments import ROOT, _TempDirs
+
+CONFIG = textwrap.dedent("""
+    import ml_collections
+    from experiments import copy_paste
+
+    def get_config(variant="tiny"):
+      c = copy_paste.get_config("tiny")
+      c.methods = ("bptt", "eprop", "readout")
+      c.num_epochs = 2
+      c.recipes.eprop = ml_collections.ConfigDict({"train": {"lr": 1e-3, "lr_scale": {"B": 0.1}}})
+      return c
+""")
+
+
+class Table1Test(_TempDirs):
+
+  def _table1(self, *args, **popen):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "experiments.table1", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+  def test_runs_resumes_after_sigterm_and_writes_the_merged_table(self):
+    tmp = pathlib.Path(self.tmp())
+    (tmp / "tiny_table1.py").write_text(CONFIG)
+    root = tmp / "table1"
+    args = ["--tasks=copy_paste", f"--config=copy_paste={tmp / 'tiny_table1.py'}", f"--workdir={root}",
+            "--processes=2", "--methods=bptt,eprop"]
+    dry = self._table1(*args, "--dry_run")
+    out = dry.communicate(timeout=300)[0]
+    self.assertEqual(dry.returncode, 0, out)
+    for row in ("| copy_paste | bptt | shared |", "| copy_paste | eprop | lr=0.001, lr_scale.B=0.1 |",
+                "| copy_paste | eprop (shared recipe) | shared |"):
+      self.assertIn(row, out)
+    self.assertIn("Estimated:", out)
+    self.assertFalse(root.exists())  # a dry run starts nothing
+
+    # Long enough to be stopped while training: 100 epochs of 3 steps, checkpoints every 200.
+    proc = self._table1(*args, "--", "--config.num_epochs=100", "--config.checkpoint_every=200",
+                        "--config.alignment_epochs=(0,)")
+    deadline = time.time() + 300
+    while not list(root.glob("*/*/*/metrics.jsonl")) and time.time() < deadline:
+      time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    self.assertEqual(proc.returncode, 128 + signal.SIGTERM, out[-3000:])
+    self.assertTrue(list(root.glob("*/*/*/checkpoint_*")), "a stopped run leaves its checkpoint")
+    # A run may have finished before the signal (they are tiny); not all three can have.
+    self.assertLess(len(list(root.glob("*/*/*/final.json"))), 3)
+
+    again = self._table1(*args, "--", "--config.num_epochs=100", "--config.checkpoint_every=200",
+                         "--config.alignment_epochs=(0,)")
+    out = again.communicate(timeout=600)[0]
+    self.assertEqual(again.returncode, 0, out[-3000:])
+    self.assertIn("resuming from the checkpoint", "".join(p.read_text() for p in root.glob("copy_paste/*.log")))
+    table = (root / "table1.md").read_text()
+    for row in ("| bptt |", "| eprop |", "| eprop (shared recipe) |"):
+      self.assertIn(row, table)
+    self.assertNotIn("in progress", table)
+    self.assertNotIn("not started", table)
+    rows = list(csv.DictReader((root / "table1.csv").open()))
+    self.assertEqual(sorted(r["row"] for r in rows), ["bptt", "eprop", "eprop (shared recipe)"])
+    self.assertTrue(all(r["epochs"] == "100" for r in rows))
+    for name in ("figure1.png", "curves.png"):
+      self.assertEqual((root / name).read_bytes()[:8], b"\x89PNG\r\n\x1a\n", name)
+
+  def test_bad_arguments_are_refused(self):
+    out = self._table1("--tasks=copy_paste", "--methods=nope", "--dry_run",
+                       "--config=copy_paste=experiments/copy_paste.py:tiny")
+    text = out.communicate(timeout=300)[0]
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn("--methods: ['nope'] are not in", text)
+    out = self._table1("--tasks=copy_paste", "--dry_run", "--", "--num_epochs=3")
+    text = out.communicate(timeout=300)[0]
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn("arguments after -- must be config overrides", text)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,50 @@
+"""The tuning rule of docs/tuning.md: its grid, its folds and its choice."""
+from absl.testing import absltest
+
+from experiments import copy_paste, tune
+from experiments.heidelberg_digits import get_config as hd_config
+
+
+class TuneTest(absltest.TestCase):
+
+  def test_the_grid_scales_the_recurrent_tensors_on_top_of_the_recipe(self):
+    config = copy_paste.get_config("full")  # W's own multiplier is 0.1
+    settings = tune.grid(config, "eprop")
+    self.assertLen(settings, 15)
+    s = {x.label: x for x in settings}["lr0.001_rec0.03"]
+    self.assertEqual(s.fields, {"train.lr": 1e-3, "train.lr_scale.W": 0.003, "train.lr_scale.b": 0.03,
+                                "train.lr_scale.B": 0.03, "method.eprop_online": False})
+    self.assertEqual(s.runs(), [("lr0.001_rec0.03", s.fields)])
+    run = tune.run_config(config, "eprop", s.label, s.fields)
+    self.assertEqual((run.seed, run.num_epochs, tuple(run.methods), run.train.lr_scale.W),
+                     (tune.VALIDATION_SEED, 50, ("eprop",), 0.003))
+    self.assertEqual(run.train.lr_scale.W_out, 1.0)  # the readout keeps the base lr
+    with self.assertRaisesRegex(ValueError, "--method='bptt'"):
+      tune.grid(config, "bptt")
+
+  def test_a_fold_protocol_runs_each_setting_once_per_held_out_speaker(self):
+    config = hd_config("quick")
+    config.data.num_validation_speakers = 0
+    settings = tune.grid(config, "tbptt")
+    self.assertLen(settings, 9)
+    names = [name for name, _ in settings[0].runs()]
+    self.assertEqual(names, [f"{settings[0].label}_val{k}" for k in (0, 1, 2)])
+    fields = settings[0].runs()[2][1]
+    self.assertEqual((fields["data.validation_speaker"], fields["data.eval_split"], fields["num_seeds"]),
+                     (2, "validation", 3))
+
+  def test_the_best_mean_wins_and_a_tie_goes_to_the_smaller_change(self):
+    config = copy_paste.get_config("full")
+    settings = tune.grid(config, "tbptt")
+    results = {s.label: [0.70, 0.72] for s in settings}
+    results["lr0.0003_rec0.01"] = [0.80, 0.80]
+    self.assertEqual(tune.pick(config, "tbptt", results, settings)["chosen"], "lr0.0003_rec0.01")
+    # Within 0.1 point: the setting closer to the recipe (lr 3e-3, multiplier 1) wins.
+    results["lr0.003_rec0.3"] = [0.7995, 0.7999]
+    choice = tune.pick(config, "tbptt", results, settings)
+    self.assertEqual(choice["chosen"], "lr0.003_rec0.3")
+    self.assertEqual(sorted(choice["tied"]), ["lr0.0003_rec0.01", "lr0.003_rec0.3"])
+
+
+if __name__ == "__main__":
+  absltest.main()
