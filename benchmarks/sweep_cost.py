@@ -12,6 +12,7 @@ latency-bound, it should stay near one run's until the device fills.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import statistics
 import time
@@ -55,6 +56,7 @@ def main():
   parser.add_argument("--out", type=pathlib.Path)
   args = parser.parse_args()
   base = table1.load_config(args.config)
+  load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
   rows = []
   for n in args.settings:
     lrs = tuple(float(f"{base.train.lr * (0.9 ** i):.6g}") for i in range(n))
@@ -70,7 +72,9 @@ def main():
            f"--settings {','.join(map(str, args.settings))} --steps_per_epoch {args.steps_per_epoch}"
            + (f" --out {args.out}`" if args.out else "`"),
            f"- git revision: `{git_revision()}`; backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-           f"{len(jax.devices())} device(s)", "",
+           f"{len(jax.devices())} device(s); XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; CPU affinity "
+           f"{sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}; load average before "
+           f"{load_before}", "",
            "| settings | replicas | s per epoch | x one setting | per replica, x one setting's |", "|---|---|---|---|---|"]
   for n, replicas, seconds in rows:
     lines.append(f"| {n} | {replicas} | {seconds:.3f} | {seconds / one:.2f} | {seconds / one / n:.2f} |")

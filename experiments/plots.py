@@ -5,6 +5,7 @@ Every figure is written atomically (``checkpoints.atomic_savefig``) with matplot
 """
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Optional
 
@@ -158,7 +159,6 @@ def run_figures(workdir: pathlib.Path, config, task, methods: list[str]) -> list
     for m in methods:
       path = workdir / m / "final.json"
       if path.exists():
-        import json  # noqa: PLC0415
         final = json.loads(path.read_text())
         values = np.asarray(final.get(f"test_{per_step}", []), float)
         ok = ~np.asarray(final["diverged"], bool)

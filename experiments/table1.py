@@ -23,8 +23,6 @@ import csv
 import dataclasses
 import importlib.util
 import io
-import json
-import math
 import os
 import pathlib
 import shlex
@@ -32,7 +30,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from typing import Optional
 
 import numpy as np
@@ -238,7 +235,7 @@ def write_outputs(entries: list[Entry], root: pathlib.Path, command: str) -> str
       cells[e.row, e.task] = "not started"
   rows = list(dict.fromkeys(e.row for e in entries))
   recipe_of = {(e.row, e.task): e.recipe for e in entries}
-  lines = [f"# Table 1", "", f"- command: `{command}`", f"- git revision: `{report_revision()}`", "",
+  lines = ["# Table 1", "", f"- command: `{command}`", f"- git revision: `{report_revision()}`", "",
            "| method | " + " | ".join(f"{t} (ours) | {t} (paper) | {t} recipe" for t in task_names) + " |",
            "|---|" + "---|---|---|" * len(task_names)]
   for row in rows:
@@ -319,7 +316,7 @@ def main(argv):
   slots = schedule(entries, processes)
   if _DRY_RUN.value:
     print(f"{len(entries)} runs on {processes} process(es) ({jax.default_backend()}):")
-    print(f"| task | row | recipe | workdir | estimate (one core) | process |\n|---|---|---|---|---|---|")
+    print("| task | row | recipe | workdir | estimate (one core) | process |\n|---|---|---|---|---|---|")
     left = {}
     for i, slot in enumerate(slots):
       for e in slot:

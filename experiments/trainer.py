@@ -53,7 +53,6 @@ class MethodTrainer:
   def __init__(self, config, task, method: str, dtype, swept: tuple[str, ...] = ()):
     self.config, self.task, self.method, self.dtype = config, task, method, dtype
     self.model = model_config(config)
-    self.fn = METHODS[method].fn
     self.options = method_options(config, method)
     self.loss_fn = resolve_loss(task.loss)
     self.steps_per_epoch = task.steps_per_epoch
