@@ -14,7 +14,7 @@ from absl.testing import absltest, parameterized
 
 import rhel_jax
 from benchmarks import triton_offline
-from rhel_jax import pallas_phases
+from rhel_jax import layer, pallas_phases
 from rhel_jax.integrator import echo_phase, forward_phase
 from tests.helpers import make_problem, rel_error
 
@@ -147,6 +147,13 @@ class KernelUseTest(absltest.TestCase):
     if not ON_GPU:
       with self.assertRaisesRegex(ValueError, "kernel='pallas' .* needs a GPU; the default backend here is 'cpu'"):
         rhel_jax.gradient("rhel_centered", params, model, inputs, targets, mask, kernel="pallas")
+    # The layer (VJP) form runs on lax.scan only: a fused kernel is refused, not silently replaced.
+    layer_params = {k: params[k] for k in ("W", "b", "B")}
+    for method in METHODS:
+      with self.assertRaisesRegex(ValueError, r"kernel='pallas_interpret': the layer \(VJP\) form of RHEL runs on "
+                                              "lax.scan only"):
+        layer.hamiltonian_layer(layer_params, model, jnp.swapaxes(inputs, 0, 1), method=method,
+                                kernel="pallas_interpret")
 
   def test_kernels_lower_to_triton_for_a_gpu(self):
     # What CI can check without a GPU: both phases, in both modes, lower to Triton kernels for
