@@ -128,14 +128,16 @@ def _fmt(seconds: Optional[float]) -> str:
 
 
 def schedule(entries: list[Entry], processes: int) -> list[list[Entry]]:
-  """Longest first (unknown lengths last), each to the least loaded process."""
+  """Longest first (unknown lengths last), each to the least loaded process; then, within each
+  process, the rows at a method's own recipe before the shared-recipe rows (the same total per
+  process, but the tuned rows, the new ones, finish first)."""
   slots: list[list[Entry]] = [[] for _ in range(processes)]
   load = [0.0] * processes
   for e in sorted(entries, key=lambda e: -(e.estimate_seconds if e.estimate_seconds is not None else -1)):
     i = int(np.argmin(load))
     slots[i].append(e)
     load[i] += e.estimate_seconds or 0.0
-  return slots
+  return [sorted(slot, key=lambda e: e.shared_recipe) for slot in slots]
 
 
 class Runner:

@@ -5,13 +5,16 @@
 
 Every setting of the method's grid is an ordinary run (``runs/tune/<config name>/<method>/<label>``)
 of the config with the rule's overrides (validation root seed, epochs) and the setting's fields,
-trained one after the other; re-running the command resumes where it stopped. When every setting
-has finished, ``tuning.md`` / ``tuning.json`` in the tuning directory rank them and name the
+trained one after the other; re-running the command resumes where it stopped. The same command
+started once per core splits the grid: each run is claimed with a lock file while it trains, and a
+process passes over runs another one holds. When every setting has finished, ``tuning.md`` / ``tuning.json`` in the tuning directory rank them and name the
 setting the rule picks. The grid and the rule are fixed here, before any of them runs.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import itertools
 import json
 import math
@@ -178,16 +181,46 @@ def main(argv):
       if _DRY_RUN.value:
         print(f"{root / name}: {fields}")
         continue
-      try:
-        run_experiment(run_config(config, method, name, fields), root / name, command=f"{command}  # run {name}")
-      except Interrupted as e:
-        logging.warning("%s", e)
-        sys.exit(128 + e.signum)
-      text, record = tuning_table(config, method, root, settings, metric)
-      checkpoints.atomic_write_text(root / "tuning.md", text)
-      checkpoints.atomic_write_text(root / "tuning.json", json.dumps(record, indent=1))
+      with claim(root / name) as mine:
+        if not mine:
+          logging.info("%s: another process is training it; passing over it", root / name)
+          continue
+        try:
+          run_experiment(run_config(config, method, name, fields), root / name, command=f"{command}  # run {name}")
+        except Interrupted as e:
+          logging.warning("%s", e)
+          sys.exit(128 + e.signum)
+      write_table(config, method, root, settings, metric)
   if not _DRY_RUN.value:
-    print(text)
+    print(write_table(config, method, root, settings, metric))
+
+
+def write_table(config, method: str, root: pathlib.Path, settings: list[Setting], metric: str) -> str:
+  """``tuning.md`` / ``tuning.json`` from the runs finished so far (atomic writes); returns the text."""
+  text, record = tuning_table(config, method, root, settings, metric)
+  checkpoints.atomic_write_text(root / "tuning.md", text)
+  checkpoints.atomic_write_text(root / "tuning.json", json.dumps(record, indent=1))
+  return text
+
+
+@contextlib.contextmanager
+def claim(workdir: pathlib.Path):
+  """Yields True while this process holds ``workdir``'s lock, False if another process holds it.
+
+  An advisory ``flock`` on ``<workdir>.lock``: the kernel drops it when its holder exits, however it
+  exits, so a killed process never leaves a run claimed.
+  """
+  workdir.parent.mkdir(parents=True, exist_ok=True)
+  with open(workdir.with_name(workdir.name + ".lock"), "w") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _get(config, path: str):

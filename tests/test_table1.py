@@ -1,6 +1,7 @@
 """``python -m experiments.table1`` end to end on a tiny config: the plan, two processes, a SIGTERM
 and the resume, and the merged table with the tuned and shared-recipe rows."""
 import csv
+import json
 import os
 import pathlib
 import signal
@@ -76,6 +77,26 @@ class Table1Test(_TempDirs):
     self.assertTrue(all(r["epochs"] == "100" for r in rows))
     for name in ("figure1.png", "curves.png"):
       self.assertEqual((root / name).read_bytes()[:8], b"\x89PNG\r\n\x1a\n", name)
+
+  def test_the_schedule_balances_by_length_and_runs_the_tuned_rows_first(self):
+    # In a subprocess: experiments.table1 and experiments.tune (imported by test_tune) both define
+    # absl's --config flag, and one process cannot import both.
+    script = textwrap.dedent("""
+        import json, pathlib
+        from experiments import table1
+        lengths = [("eprop", True, 150), ("tbptt", False, 100), ("tbptt", True, 100), ("eprop", False, 40),
+                   ("readout", False, 20)]
+        entries = [table1.Entry("copy_paste", m, shared, "spec", pathlib.Path(m), "r", t) for m, shared, t in lengths]
+        print(json.dumps([[(e.row, e.shared_recipe, e.estimate_seconds) for e in slot]
+                          for slot in table1.schedule(entries, 2)]))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    slots = json.loads(out.stdout)
+    self.assertEqual(sorted(sum(t for _, _, t in s) for s in slots), [200, 210])  # longest first, greedy
+    for slot in slots:  # within a process, no shared-recipe row before a tuned one
+      shared = [flag for _, flag, _ in slot]
+      self.assertEqual(shared, sorted(shared), slot)
+    self.assertEqual([row for row, _, _ in slots[0]], ["eprop", "readout", "eprop (shared recipe)"])
 
   def test_bad_arguments_are_refused(self):
     out = self._table1("--tasks=copy_paste", "--methods=nope", "--dry_run",

@@ -1,4 +1,11 @@
 """The tuning rule of docs/tuning.md: its grid, its folds and its choice."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+
 from absl.testing import absltest
 
 from experiments import copy_paste, tune
@@ -44,6 +51,28 @@ class TuneTest(absltest.TestCase):
     choice = tune.pick(config, "tbptt", results, settings)
     self.assertEqual(choice["chosen"], "lr0.003_rec0.3")
     self.assertEqual(sorted(choice["tied"]), ["lr0.0003_rec0.01", "lr0.003_rec0.3"])
+
+  def test_a_run_claimed_by_one_process_is_passed_over_by_another_until_it_dies(self):
+    workdir = pathlib.Path(tempfile.mkdtemp()) / "lr0.001_rec1"
+    with tune.claim(workdir) as first:
+      with tune.claim(workdir) as second:  # another open file description: as another process sees it
+        self.assertEqual((first, second), (True, False))
+    with tune.claim(workdir) as again:
+      self.assertTrue(again)
+    # A holder killed without cleaning up leaves no claim behind.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", f"{workdir}.lock"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+      self.assertEqual(holder.stdout.readline().strip(), "held")
+      with tune.claim(workdir) as mine:
+        self.assertFalse(mine)
+    finally:
+      os.kill(holder.pid, signal.SIGKILL)
+      holder.wait()
+    with tune.claim(workdir) as mine:
+      self.assertTrue(mine)
 
 
 if __name__ == "__main__":
