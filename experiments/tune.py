@@ -7,7 +7,9 @@ Every setting of the method's grid is an ordinary run (``runs/tune/<config name>
 of the config with the rule's overrides (validation root seed, epochs) and the setting's fields,
 trained one after the other; re-running the command resumes where it stopped. The same command
 started once per core splits the grid: each run is claimed with a lock file while it trains, and a
-process passes over runs another one holds. When every setting has finished, ``tuning.md`` / ``tuning.json`` in the tuning directory rank them and name the
+process passes over runs another one holds. With ``--keep=DIR`` each finished run's result files
+(no checkpoints) are also copied to DIR, to commit; a checkout that lacks ``runs/`` then restores
+them instead of training them again. When every setting has finished, ``tuning.md`` / ``tuning.json`` in the tuning directory rank them and name the
 setting the rule picks. The grid and the rule are fixed here, before any of them runs.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import math
 import pathlib
 import shlex
+import shutil
 import sys
 from typing import Any, Optional
 
@@ -163,6 +166,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=False)
 _METHOD = flags.DEFINE_enum("method", None, list(TUNED_METHODS), "The method to tune.")
 _ROOT = flags.DEFINE_string("workdir", None, "Tuning directory; default runs/tune/<config name>/<method>.")
+_KEEP = flags.DEFINE_string(
+    "keep", None, "Folder to keep each finished run's result files in (no checkpoints or pictures; a few kB "
+    "a run), e.g. docs/results/tuning/<config name>/<method>, to commit: a fresh checkout restores the finished "
+    "runs from it instead of training them again.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the settings and their workdirs; start nothing.")
 flags.mark_flags_as_required(["config", "method"])
 
@@ -176,6 +183,7 @@ def main(argv):
   settings = grid(config, method)
   metric = tasks.get(config.task.name).primary_metric
   command = shlex.join(["python", "-m", "experiments.tune", *sys.argv[1:]])
+  keep = pathlib.Path(_KEEP.value) if _KEEP.value else None
   for s in settings:
     for name, fields in s.runs():
       if _DRY_RUN.value:
@@ -185,22 +193,65 @@ def main(argv):
         if not mine:
           logging.info("%s: another process is training it; passing over it", root / name)
           continue
+        if keep is not None and restore_run(keep / name, root / name, method):
+          logging.info("%s: finished run restored from %s", root / name, keep / name)
+        if (root / name / method / "final.json").exists():
+          # Finished (its checkpoints may not have travelled with it): kept, not trained again.
+          if keep is not None and not (keep / name / method / "final.json").exists():
+            keep_run(root / name, keep / name)
+          continue
         try:
           run_experiment(run_config(config, method, name, fields), root / name, command=f"{command}  # run {name}")
         except Interrupted as e:
           logging.warning("%s", e)
           sys.exit(128 + e.signum)
-      write_table(config, method, root, settings, metric)
+        if keep is not None:
+          keep_run(root / name, keep / name)
+      write_table(config, method, root, settings, metric, keep)
   if not _DRY_RUN.value:
-    print(write_table(config, method, root, settings, metric))
+    print(write_table(config, method, root, settings, metric, keep))
 
 
-def write_table(config, method: str, root: pathlib.Path, settings: list[Setting], metric: str) -> str:
-  """``tuning.md`` / ``tuning.json`` from the runs finished so far (atomic writes); returns the text."""
+def write_table(config, method: str, root: pathlib.Path, settings: list[Setting], metric: str,
+                keep: Optional[pathlib.Path] = None) -> str:
+  """``tuning.md`` / ``tuning.json`` from the runs finished so far (atomic writes; into ``keep`` too);
+  returns the text."""
   text, record = tuning_table(config, method, root, settings, metric)
-  checkpoints.atomic_write_text(root / "tuning.md", text)
-  checkpoints.atomic_write_text(root / "tuning.json", json.dumps(record, indent=1))
+  for d in (root,) if keep is None else (root, keep):
+    d.mkdir(parents=True, exist_ok=True)
+    checkpoints.atomic_write_text(d / "tuning.md", text)
+    checkpoints.atomic_write_text(d / "tuning.json", json.dumps(record, indent=1))
   return text
+
+
+# What a kept run leaves behind: its checkpoints (the state to resume from, needless once finished)
+# and its pictures (remade from the metrics).
+_NOT_KEPT = shutil.ignore_patterns("checkpoint_*", "*.png", "*.tmp*")
+
+
+def keep_run(run: pathlib.Path, kept: pathlib.Path) -> None:
+  """Copies finished run ``run``'s result files (config, metrics, final.json, results) to ``kept``,
+  replacing it; a copy is built beside it and renamed into place, so ``kept`` is never half-written."""
+  tmp = kept.with_name(kept.name + ".tmp")
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(run, tmp, ignore=_NOT_KEPT)
+  shutil.rmtree(kept, ignore_errors=True)
+  tmp.rename(kept)
+
+
+def restore_run(kept: pathlib.Path, run: pathlib.Path, method: str) -> bool:
+  """Puts a kept finished run back in ``run`` unless ``run`` has finished itself; returns whether it did.
+
+  A kept run replaces an unfinished one (its checkpoints are older than the kept result).
+  """
+  if (run / method / "final.json").exists() or not (kept / method / "final.json").exists():
+    return False
+  tmp = run.with_name(run.name + ".tmp")
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(kept, tmp)
+  shutil.rmtree(run, ignore_errors=True)
+  tmp.rename(run)
+  return True
 
 
 @contextlib.contextmanager

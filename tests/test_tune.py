@@ -1,4 +1,5 @@
 """The tuning rule of docs/tuning.md: its grid, its folds and its choice."""
+import json
 import os
 import pathlib
 import signal
@@ -73,6 +74,53 @@ class TuneTest(absltest.TestCase):
       holder.wait()
     with tune.claim(workdir) as mine:
       self.assertTrue(mine)
+
+  def test_a_kept_run_has_no_checkpoints_and_comes_back_in_place_of_an_unfinished_one(self):
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    run, kept = tmp / "runs" / "lr0.001_rec1", tmp / "kept" / "lr0.001_rec1"
+    _fake_run(run, "eprop", [0.8, 0.7], checkpoint=True)
+    (run / "curves.png").write_bytes(b"png")
+    tune.keep_run(run, kept)
+    self.assertEqual(sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*")),
+                     ["config.json", "eprop", "eprop/final.json", "eprop/metrics.jsonl"])
+    # A fresh run directory, stopped mid-way (a checkpoint, no final.json), gives way to the kept run.
+    final = (run / "eprop" / "final.json").read_text()
+    (run / "eprop" / "final.json").unlink()
+    self.assertTrue(tune.restore_run(kept, run, "eprop"))
+    self.assertEqual((run / "eprop" / "final.json").read_text(), final)
+    self.assertFalse((run / "eprop" / "checkpoint_5").exists())
+    self.assertFalse(tune.restore_run(kept, run, "eprop"))  # a finished run is left alone
+    self.assertFalse(tune.restore_run(tmp / "nothing", tmp / "runs" / "other", "eprop"))
+
+  def test_a_grid_whose_runs_are_all_kept_trains_nothing_and_chooses(self):
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    config = copy_paste.get_config("tiny")
+    settings = tune.grid(config, "tbptt")
+    for i, s in enumerate(settings):  # lr0.001_rec0.1 best; lr0.003_rec0.3 ties it (within 0.1 point)
+      acc = {"lr0.001_rec0.1": 0.9, "lr0.003_rec0.3": 0.8995}.get(s.label, 0.5 + 0.01 * i)
+      _fake_run(tmp / "kept" / s.label, "tbptt", [acc] * 3)
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.tune", "--config=experiments/copy_paste.py:tiny", "--method=tbptt",
+         f"--workdir={tmp / 'runs'}", f"--keep={tmp / 'kept'}"],
+        capture_output=True, text=True, cwd=pathlib.Path(__file__).parents[1], timeout=300)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertNotIn("epoch 1/", out.stderr)  # nothing trained
+    for s in settings:
+      self.assertTrue((tmp / "runs" / s.label / "tbptt" / "final.json").exists())
+    # The tie goes to the smaller change from the recipe (lr 3e-3 is the recipe's).
+    self.assertIn("**Chosen: `lr0.003_rec0.3`**", out.stdout)
+    self.assertEqual((tmp / "kept" / "tuning.md").read_text(), (tmp / "runs" / "tuning.md").read_text())
+
+
+def _fake_run(run: pathlib.Path, method: str, accuracies, checkpoint=False):
+  """A finished run's files as experiments.train writes them (the ones tune reads, and a checkpoint)."""
+  (run / method).mkdir(parents=True)
+  (run / "config.json").write_text("{}")
+  (run / method / "final.json").write_text(json.dumps({"method": method, "test_bit_acc": accuracies}))
+  (run / method / "metrics.jsonl").write_text("{}\n")
+  if checkpoint:
+    (run / method / "checkpoint_5").mkdir()
+    (run / method / "checkpoint_5" / "state").write_bytes(b"x")
 
 
 if __name__ == "__main__":
