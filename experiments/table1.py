@@ -10,7 +10,8 @@ Each (task, method, recipe) pair is one ordinary run (``experiments.main``) in
 the "untuned" row), started as a subprocess. On a CPU, one single-threaded process per core
 (``--processes``), longest runs first; on an accelerator, one after the other. Re-running the
 command resumes every unfinished run from its checkpoint (a SIGTERM or SIGINT is passed to the
-runs, which checkpoint and stop). Arguments after ``--`` go to every run (e.g. ``--
+runs, which checkpoint and stop). With ``--keep=DIR`` each finished run's result files (no
+checkpoints) are copied to DIR, to commit; a checkout without the runs restores them from there. Arguments after ``--`` go to every run (e.g. ``--
 --config.num_epochs=2``).
 
 Writes ``<workdir>/table1.md``, ``table1.csv``, ``figure1.png`` (cosine with BPTT's gradient, per
@@ -30,12 +31,12 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from absl import app, flags, logging
 
-from experiments import checkpoints, plots, recipes, report, tasks
+from experiments import checkpoints, plots, recipes, report, tasks, workdir
 from experiments.summary import mean_std, per_step_lines
 
 DEFAULT_CONFIGS = {"copy_paste": "experiments/copy_paste.py", "heidelberg_digits": "experiments/heidelberg_digits.py"}
@@ -143,8 +144,9 @@ def schedule(entries: list[Entry], processes: int) -> list[list[Entry]]:
 class Runner:
   """Runs each slot's entries one after the other in subprocesses; forwards SIGTERM/SIGINT."""
 
-  def __init__(self, slots: list[list[Entry]], extra: list[str], pin: bool, on_done):
-    self.slots, self.extra, self.pin, self.on_done = slots, extra, pin, on_done
+  def __init__(self, slots: list[list[Entry]], extra: list[str], pin: bool, on_done,
+               keep: Optional[Callable[[Entry], pathlib.Path]] = None):
+    self.slots, self.extra, self.pin, self.on_done, self.keep = slots, extra, pin, on_done, keep
     self.procs: dict[int, subprocess.Popen] = {}
     self.stopped: Optional[int] = None
     self.failures: list[tuple[Entry, int]] = []
@@ -163,6 +165,18 @@ class Runner:
       with self.lock:
         if self.stopped is not None:
           return
+      if self.keep is not None:
+        kept = self.keep(entry)
+        if workdir.restore_finished(kept, entry.workdir, entry.method):
+          logging.info("%s / %s: finished run restored from %s", entry.task, entry.row, kept)
+        if (entry.workdir / entry.method / "final.json").exists():
+          # Finished (its checkpoints may not have travelled with it): kept, not run again.
+          if not (kept / entry.method / "final.json").exists():
+            workdir.keep_finished(entry.workdir, kept)
+          continue
+      with self.lock:
+        if self.stopped is not None:
+          return
         entry.workdir.parent.mkdir(parents=True, exist_ok=True)
         log = open(entry.workdir.parent / f"{entry.workdir.name}.log", "a")
         preexec = (lambda core=cores[index % len(cores)]: os.sched_setaffinity(0, {core})) if self.pin and cores \
@@ -178,6 +192,8 @@ class Runner:
         if code != 0 and self.stopped is None:
           self.failures.append((entry, code))
           logging.error("%s / %s exited with %d; see %s.log", entry.task, entry.row, code, entry.workdir)
+      if code == 0 and self.keep is not None and (entry.workdir / entry.method / "final.json").exists():
+        workdir.keep_finished(entry.workdir, self.keep(entry))
       self.on_done()
 
   def run(self) -> None:
@@ -288,6 +304,10 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/table1", "Where the runs and the
 _PROCESSES = flags.DEFINE_integer("processes", None, "Runs at once (default: one per CPU core on a CPU, "
                                   "1 on an accelerator).")
 _METHODS = flags.DEFINE_list("methods", None, "Only these methods (default: each config's methods).")
+_KEEP = flags.DEFINE_string(
+    "keep", None, "Folder to keep each finished run's result files in (no checkpoints; a few kB a run), "
+    "mirroring --workdir, to commit: a checkout without the runs restores the finished ones from it instead of "
+    "training them again.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and an estimated time; start nothing.")
 
 
@@ -322,7 +342,8 @@ def main(argv):
     left = {}
     for i, slot in enumerate(slots):
       for e in slot:
-        left[id(e)] = remaining(e, load_config(e.config_spec).num_epochs)
+        kept = _KEEP.value and (pathlib.Path(_KEEP.value) / e.workdir.relative_to(root) / e.method / "final.json").exists()
+        left[id(e)] = 0.0 if kept else remaining(e, load_config(e.config_spec).num_epochs)
         print(f"| {e.task} | {e.row} | {e.recipe} | {e.workdir} | {_fmt(left[id(e)])} | {i} |")
     longest = max(sum(left[id(e)] or 0.0 for e in s) for s in slots)
     unknown = sum(v is None for v in left.values())
@@ -344,7 +365,8 @@ def main(argv):
       except ValueError as e:  # a run's files are inconsistent: say so, keep the others going
         logging.error("table1: %s", e)
 
-  runner = Runner(slots, extra, pin=on_cpu and processes > 1, on_done=refresh)
+  keep = None if not _KEEP.value else (lambda e: pathlib.Path(_KEEP.value) / e.workdir.relative_to(root))
+  runner = Runner(slots, extra, pin=on_cpu and processes > 1, on_done=refresh, keep=keep)
   runner.run()
   text = write_outputs(entries, root, command)
   if runner.stopped is not None:

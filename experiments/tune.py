@@ -22,7 +22,6 @@ import json
 import math
 import pathlib
 import shlex
-import shutil
 import sys
 from typing import Any, Optional
 
@@ -31,7 +30,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import checkpoints, tasks
+from experiments import checkpoints, tasks, workdir
 from experiments.sweep import with_values
 from experiments.train import Interrupted, run_experiment
 
@@ -193,12 +192,12 @@ def main(argv):
         if not mine:
           logging.info("%s: another process is training it; passing over it", root / name)
           continue
-        if keep is not None and restore_run(keep / name, root / name, method):
+        if keep is not None and workdir.restore_finished(keep / name, root / name, method):
           logging.info("%s: finished run restored from %s", root / name, keep / name)
         if (root / name / method / "final.json").exists():
           # Finished (its checkpoints may not have travelled with it): kept, not trained again.
           if keep is not None and not (keep / name / method / "final.json").exists():
-            keep_run(root / name, keep / name)
+            workdir.keep_finished(root / name, keep / name)
           continue
         try:
           run_experiment(run_config(config, method, name, fields), root / name, command=f"{command}  # run {name}")
@@ -206,7 +205,7 @@ def main(argv):
           logging.warning("%s", e)
           sys.exit(128 + e.signum)
         if keep is not None:
-          keep_run(root / name, keep / name)
+          workdir.keep_finished(root / name, keep / name)
       write_table(config, method, root, settings, metric, keep)
   if not _DRY_RUN.value:
     print(write_table(config, method, root, settings, metric, keep))
@@ -222,36 +221,6 @@ def write_table(config, method: str, root: pathlib.Path, settings: list[Setting]
     checkpoints.atomic_write_text(d / "tuning.md", text)
     checkpoints.atomic_write_text(d / "tuning.json", json.dumps(record, indent=1))
   return text
-
-
-# What a kept run leaves behind: its checkpoints (the state to resume from, needless once finished)
-# and its pictures (remade from the metrics).
-_NOT_KEPT = shutil.ignore_patterns("checkpoint_*", "*.png", "*.tmp*")
-
-
-def keep_run(run: pathlib.Path, kept: pathlib.Path) -> None:
-  """Copies finished run ``run``'s result files (config, metrics, final.json, results) to ``kept``,
-  replacing it; a copy is built beside it and renamed into place, so ``kept`` is never half-written."""
-  tmp = kept.with_name(kept.name + ".tmp")
-  shutil.rmtree(tmp, ignore_errors=True)
-  shutil.copytree(run, tmp, ignore=_NOT_KEPT)
-  shutil.rmtree(kept, ignore_errors=True)
-  tmp.rename(kept)
-
-
-def restore_run(kept: pathlib.Path, run: pathlib.Path, method: str) -> bool:
-  """Puts a kept finished run back in ``run`` unless ``run`` has finished itself; returns whether it did.
-
-  A kept run replaces an unfinished one (its checkpoints are older than the kept result).
-  """
-  if (run / method / "final.json").exists() or not (kept / method / "final.json").exists():
-    return False
-  tmp = run.with_name(run.name + ".tmp")
-  shutil.rmtree(tmp, ignore_errors=True)
-  shutil.copytree(kept, tmp)
-  shutil.rmtree(run, ignore_errors=True)
-  tmp.rename(run)
-  return True
 
 
 @contextlib.contextmanager

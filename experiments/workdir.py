@@ -104,3 +104,37 @@ def _diff_keys(saved, new, prefix=""):
     yield prefix.rstrip("."), True
   elif saved != new:
     yield prefix.rstrip("."), False
+
+
+# What a kept run leaves behind: its checkpoints (the state to resume from, needless once finished)
+# and its pictures (remade from the metrics).
+_NOT_KEPT = shutil.ignore_patterns("checkpoint_*", "*.png", "*.tmp*")
+
+
+def keep_finished(run: pathlib.Path, kept: pathlib.Path) -> None:
+  """Copies finished run ``run``'s result files (config, metrics, final.json, results) to ``kept``,
+  replacing it; a copy is built beside it and renamed into place, so ``kept`` is never half-written.
+
+  A kept folder is small enough to commit (a few kB a run), so finished runs outlive the machine
+  that trained them: ``restore_finished`` puts one back on a checkout without ``runs/``.
+  """
+  tmp = kept.with_name(kept.name + ".tmp")
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(run, tmp, ignore=_NOT_KEPT)
+  shutil.rmtree(kept, ignore_errors=True)
+  tmp.rename(kept)
+
+
+def restore_finished(kept: pathlib.Path, run: pathlib.Path, method: str) -> bool:
+  """Puts a kept finished run back in ``run`` unless ``run`` has finished itself; returns whether it did.
+
+  A kept run replaces an unfinished one (its checkpoints are older than the kept result).
+  """
+  if (run / method / "final.json").exists() or not (kept / method / "final.json").exists():
+    return False
+  tmp = run.with_name(run.name + ".tmp")
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(kept, tmp)
+  shutil.rmtree(run, ignore_errors=True)
+  tmp.rename(run)
+  return True

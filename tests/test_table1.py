@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,7 +63,8 @@ class Table1Test(_TempDirs):
     # A run may have finished before the signal (they are tiny); not all three can have.
     self.assertLess(len(list(root.glob("*/*/*/final.json"))), 3)
 
-    again = self._table1(*args, "--", "--config.num_epochs=100", "--config.checkpoint_every=200",
+    kept = tmp / "kept"
+    again = self._table1(*args, f"--keep={kept}", "--", "--config.num_epochs=100", "--config.checkpoint_every=200",
                          "--config.alignment_epochs=(0,)")
     out = again.communicate(timeout=600)[0]
     self.assertEqual(again.returncode, 0, out[-3000:])
@@ -77,6 +79,18 @@ class Table1Test(_TempDirs):
     self.assertTrue(all(r["epochs"] == "100" for r in rows))
     for name in ("figure1.png", "curves.png"):
       self.assertEqual((root / name).read_bytes()[:8], b"\x89PNG\r\n\x1a\n", name)
+
+    # --keep kept each finished run without its checkpoints; a checkout without the runs gets them
+    # back from there and trains nothing.
+    self.assertLen(list(kept.glob("copy_paste/*/*/final.json")), 3)
+    self.assertFalse(list(kept.rglob("checkpoint_*")))
+    shutil.rmtree(root)
+    restored = self._table1(*args, f"--keep={kept}", "--", "--config.num_epochs=100",
+                            "--config.checkpoint_every=200", "--config.alignment_epochs=(0,)")
+    out = restored.communicate(timeout=300)[0]
+    self.assertEqual(restored.returncode, 0, out[-3000:])
+    self.assertNotIn("started copy_paste", out)
+    self.assertEqual(list(csv.DictReader((root / "table1.csv").open())), rows)
 
   def test_the_schedule_balances_by_length_and_runs_the_tuned_rows_first(self):
     # In a subprocess: experiments.table1 and experiments.tune (imported by test_tune) both define

@@ -9,7 +9,7 @@ import tempfile
 
 from absl.testing import absltest
 
-from experiments import copy_paste, tune
+from experiments import copy_paste, tune, workdir
 from experiments.heidelberg_digits import get_config as hd_config
 
 
@@ -80,17 +80,17 @@ class TuneTest(absltest.TestCase):
     run, kept = tmp / "runs" / "lr0.001_rec1", tmp / "kept" / "lr0.001_rec1"
     _fake_run(run, "eprop", [0.8, 0.7], checkpoint=True)
     (run / "curves.png").write_bytes(b"png")
-    tune.keep_run(run, kept)
+    workdir.keep_finished(run, kept)
     self.assertEqual(sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*")),
                      ["config.json", "eprop", "eprop/final.json", "eprop/metrics.jsonl"])
     # A fresh run directory, stopped mid-way (a checkpoint, no final.json), gives way to the kept run.
     final = (run / "eprop" / "final.json").read_text()
     (run / "eprop" / "final.json").unlink()
-    self.assertTrue(tune.restore_run(kept, run, "eprop"))
+    self.assertTrue(workdir.restore_finished(kept, run, "eprop"))
     self.assertEqual((run / "eprop" / "final.json").read_text(), final)
     self.assertFalse((run / "eprop" / "checkpoint_5").exists())
-    self.assertFalse(tune.restore_run(kept, run, "eprop"))  # a finished run is left alone
-    self.assertFalse(tune.restore_run(tmp / "nothing", tmp / "runs" / "other", "eprop"))
+    self.assertFalse(workdir.restore_finished(kept, run, "eprop"))  # a finished run is left alone
+    self.assertFalse(workdir.restore_finished(tmp / "nothing", tmp / "runs" / "other", "eprop"))
 
   def test_a_grid_whose_runs_are_all_kept_trains_nothing_and_chooses(self):
     tmp = pathlib.Path(tempfile.mkdtemp())
