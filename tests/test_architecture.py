@@ -65,6 +65,13 @@ class RealTreeTest(absltest.TestCase):
     self.assertGreater(len(paths), 10)
     self.assertEqual([p for p in paths if not (ROOT / p).exists()], [])
 
+  def test_the_experiments_guide_lists_every_module_of_the_folder(self):
+    guide = (ROOT / "experiments" / "README.md").read_text()
+    listed = set(re.findall(r"^\| `([\w/]+\.py)` \|", guide, re.M))
+    present = {p.relative_to(ROOT / "experiments").as_posix() for p in (ROOT / "experiments").rglob("*.py")}
+    self.assertEqual(sorted(present - listed), [], "modules missing from experiments/README.md")
+    self.assertEqual(sorted(listed - present), [], "experiments/README.md lists modules that do not exist")
+
   def test_the_library_table_names_files_that_exist_and_import_their_library(self):
     for what, library, where, note in architecture.LIBRARIES:
       paths = [where] + re.findall(r"`([\w./]+/[\w./]*)`", note)
