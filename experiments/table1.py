@@ -165,15 +165,10 @@ class Runner:
       with self.lock:
         if self.stopped is not None:
           return
-      if self.keep is not None:
-        kept = self.keep(entry)
-        if workdir.restore_finished(kept, entry.workdir, entry.method):
-          logging.info("%s / %s: finished run restored from %s", entry.task, entry.row, kept)
-        if (entry.workdir / entry.method / "final.json").exists():
-          # Finished (its checkpoints may not have travelled with it): kept, not run again.
-          if not (kept / entry.method / "final.json").exists():
-            workdir.keep_finished(entry.workdir, kept)
-          continue
+      # A restored run still goes through experiments.main, which checks its config and, finding it
+      # finished, trains nothing.
+      if self.keep is not None and workdir.restore_finished(self.keep(entry), entry.workdir, entry.method):
+        logging.info("%s / %s: finished run restored from %s", entry.task, entry.row, self.keep(entry))
       with self.lock:
         if self.stopped is not None:
           return
@@ -192,7 +187,7 @@ class Runner:
         if code != 0 and self.stopped is None:
           self.failures.append((entry, code))
           logging.error("%s / %s exited with %d; see %s.log", entry.task, entry.row, code, entry.workdir)
-      if code == 0 and self.keep is not None and (entry.workdir / entry.method / "final.json").exists():
+      if code == 0 and self.keep is not None and not (self.keep(entry) / entry.method / "final.json").exists():
         workdir.keep_finished(entry.workdir, self.keep(entry))
       self.on_done()
 

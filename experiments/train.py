@@ -78,6 +78,13 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
   all_settings = sweep.settings(config)
   num_seeds, num_settings = config.num_seeds, len(all_settings)
   outs = [d / method for d in setting_dirs] if setting_dirs else [directory]
+  if all((d / "final.json").exists() for d in outs):
+    # Finished: its config is this one (prepare_workdir refuses any other), and its checkpoints are
+    # not needed (a run kept without them, workdir.keep_finished, is taken as it is).
+    logging.info("[%s] finished earlier (final.json): not trained again", method)
+    progress.skip(config.num_epochs)
+    return [{**json.loads((d / "final.json").read_text()), "wall_seconds": checkpoints.wall_seconds(d)}
+            for d in outs]
   for d in (directory, *outs):
     d.mkdir(parents=True, exist_ok=True)
   values = sweep.replica_values(all_settings, num_seeds, dtype)

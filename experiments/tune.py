@@ -195,7 +195,9 @@ def main(argv):
         if keep is not None and workdir.restore_finished(keep / name, root / name, method):
           logging.info("%s: finished run restored from %s", root / name, keep / name)
         if (root / name / method / "final.json").exists():
-          # Finished (its checkpoints may not have travelled with it): kept, not trained again.
+          # Finished (its checkpoints may not have travelled with it): its config is checked, and
+          # it is not trained again.
+          workdir.prepare_workdir(run_config(config, method, name, fields), root / name, overwrite=False)
           if keep is not None and not (keep / name / method / "final.json").exists():
             workdir.keep_finished(root / name, keep / name)
           continue

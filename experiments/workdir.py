@@ -55,15 +55,25 @@ def compare_configs(saved: dict, resolved: dict) -> tuple[list[str], list[str]]:
   today (``resolved``) differ in a way that makes them different runs, and those absent from the
   saved one that do not.
 
-  A field added by newer code (absent from the saved config) is accepted when its value is the one
-  that reproduces the code before it (its declared legacy value), so a long run resumes across such
+  ``recipes.<method>`` counts only for a method the run trains. A field added by newer code (absent
+  from the saved config) is accepted when its value is the one that reproduces the code before it (its declared legacy value), so a long run resumes across such
   a change; a field saved under a former name counts under its new one; any other difference is a
   change.
   """
   fields = declarations_of(resolved)
-  diff = sorted(_diff_keys(schema.renamed(saved, fields), resolved))
+  diff = sorted(_diff_keys(_trained_recipes(schema.renamed(saved, fields)), _trained_recipes(resolved)))
   changed = [k for k, added in diff if not added or _lookup(resolved, k) != schema.legacy_value(fields, k)]
   return changed, [k for k, added in diff if added]
+
+
+def _trained_recipes(config: dict) -> dict:
+  """The config without the recipes of methods it does not train: those change none of its runs,
+  so a recipe added for one method (a tuned e-prop) leaves the other methods' workdirs resumable."""
+  recipes = config.get("recipes")
+  if not isinstance(recipes, dict):
+    return config
+  methods = config.get("methods") or ()
+  return {**config, "recipes": {m: r for m, r in recipes.items() if m in methods}}
 
 
 def declarations_of(config: dict) -> tuple:

@@ -170,6 +170,17 @@ class ResumeTest(parameterized.TestCase):
       filled = workdir.with_added_fields(saved)
       self.assertEqual(_lookup(filled, f.path), schema.legacy_value(fields(task), f.path), f.path)
 
+  def test_a_recipe_counts_only_for_the_methods_a_run_trains(self):
+    saved = json.loads(copy_paste.get_config("tiny").to_json_best_effort())
+    saved["methods"] = ["bptt", "rhel"]
+    tuned = json.loads(json.dumps(saved))
+    tuned["recipes"] = {"eprop": {"train": {"lr": 1e-3}}}  # a recipe added later for another method
+    self.assertEqual(workdir.compare_configs(saved, tuned), ([], []))
+    tuned["methods"] = ["bptt", "eprop"]  # ...is part of a run that trains that method
+    self.assertEqual(workdir.compare_configs(saved, tuned)[0], ["methods", "recipes.eprop"])
+    saved["methods"] = tuned["methods"]
+    self.assertEqual(workdir.compare_configs(saved, tuned)[0], ["recipes.eprop"])
+
   def test_a_config_from_before_every_added_field_names_the_same_feature_cache(self):
     for variant in ("full", "quick"):
       config = heidelberg_digits.get_config(variant)

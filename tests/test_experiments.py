@@ -15,6 +15,7 @@ from absl.testing import absltest
 from flax import serialization
 
 from experiments import checkpoints, copy_paste, report, train
+from experiments import workdir as workdir_mod
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -297,6 +298,25 @@ class RunExperimentTest(_TempDirs):
     (workdir / "config.json").write_text(json.dumps(saved))
     with self.assertRaisesRegex(ValueError, r"different config \(fields \['train.lr_scale.W'\]"):
       train.prepare_workdir(tiny_config(), workdir, overwrite=False)
+
+  def test_a_finished_run_kept_without_checkpoints_is_not_trained_again(self):
+    workdir = pathlib.Path(self.tmp())
+    config = tiny_config(methods=("readout",))
+    rows = train.run_experiment(config, workdir)
+    kept = pathlib.Path(self.tmp()) / "kept"
+    workdir_mod.keep_finished(workdir, kept)
+    self.assertFalse(list(kept.rglob("checkpoint_*")))
+    metrics = (kept / "readout" / "metrics.jsonl").read_bytes()
+    with self.assertLogs(level="INFO") as logs:
+      again = train.run_experiment(config, kept)
+    self.assertTrue(any("finished earlier" in m for m in logs.output), logs.output)
+    self.assertEqual((kept / "readout" / "metrics.jsonl").read_bytes(), metrics)  # nothing re-ran
+    self.assertFalse(list(kept.rglob("checkpoint_*")))
+    self.assertEqual([{k: v for k, v in r.items() if k != "wall_seconds"} for r in again],
+                     [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows])
+    # Another config is still refused, not taken as finished.
+    with self.assertRaisesRegex(ValueError, r"different config \(fields \['num_epochs'\]"):
+      train.run_experiment(tiny_config(methods=("readout",), num_epochs=4), kept)
 
   def test_frozen_params_keep_their_initial_values(self):
     workdir = pathlib.Path(self.tmp())

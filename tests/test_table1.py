@@ -89,7 +89,9 @@ class Table1Test(_TempDirs):
                             "--config.checkpoint_every=200", "--config.alignment_epochs=(0,)")
     out = restored.communicate(timeout=300)[0]
     self.assertEqual(restored.returncode, 0, out[-3000:])
-    self.assertNotIn("started copy_paste", out)
+    for log in root.glob("copy_paste/*.log"):  # each run checked its config and trained nothing
+      self.assertIn("finished earlier", log.read_text(), log.name)
+      self.assertNotRegex(log.read_text(), r"epoch \d+/100", log.name)
     self.assertEqual(list(csv.DictReader((root / "table1.csv").open())), rows)
 
   def test_the_schedule_balances_by_length_and_runs_the_tuned_rows_first(self):

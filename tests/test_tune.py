@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,7 +99,8 @@ class TuneTest(absltest.TestCase):
     settings = tune.grid(config, "tbptt")
     for i, s in enumerate(settings):  # lr0.001_rec0.1 best; lr0.003_rec0.3 ties it (within 0.1 point)
       acc = {"lr0.001_rec0.1": 0.9, "lr0.003_rec0.3": 0.8995}.get(s.label, 0.5 + 0.01 * i)
-      _fake_run(tmp / "kept" / s.label, "tbptt", [acc] * 3)
+      _fake_run(tmp / "kept" / s.label, "tbptt", [acc] * 3,
+                config=tune.run_config(config, "tbptt", s.label, s.fields).to_json_best_effort())
     out = subprocess.run(
         [sys.executable, "-m", "experiments.tune", "--config=experiments/copy_paste.py:tiny", "--method=tbptt",
          f"--workdir={tmp / 'runs'}", f"--keep={tmp / 'kept'}"],
@@ -110,12 +112,23 @@ class TuneTest(absltest.TestCase):
     # The tie goes to the smaller change from the recipe (lr 3e-3 is the recipe's).
     self.assertIn("**Chosen: `lr0.003_rec0.3`**", out.stdout)
     self.assertEqual((tmp / "kept" / "tuning.md").read_text(), (tmp / "runs" / "tuning.md").read_text())
+    # A kept run of another config is refused, naming the field, not taken as a result.
+    shutil.rmtree(tmp / "runs")
+    saved = json.loads((tmp / "kept" / "lr0.001_rec1" / "config.json").read_text())
+    saved["num_epochs"] = 7
+    (tmp / "kept" / "lr0.001_rec1" / "config.json").write_text(json.dumps(saved))
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.tune", "--config=experiments/copy_paste.py:tiny", "--method=tbptt",
+         f"--workdir={tmp / 'runs'}", f"--keep={tmp / 'kept'}"],
+        capture_output=True, text=True, cwd=pathlib.Path(__file__).parents[1], timeout=300)
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn("different config (fields ['num_epochs'])", out.stderr)
 
 
-def _fake_run(run: pathlib.Path, method: str, accuracies, checkpoint=False):
+def _fake_run(run: pathlib.Path, method: str, accuracies, checkpoint=False, config="{}"):
   """A finished run's files as experiments.train writes them (the ones tune reads, and a checkpoint)."""
   (run / method).mkdir(parents=True)
-  (run / "config.json").write_text("{}")
+  (run / "config.json").write_text(config)
   (run / method / "final.json").write_text(json.dumps({"method": method, "test_bit_acc": accuracies}))
   (run / method / "metrics.jsonl").write_text("{}\n")
   if checkpoint:
