@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import importlib.util
 import io
+import json
 import os
 import pathlib
 import shlex
@@ -120,6 +121,39 @@ def plan(task_names: list[str], config_specs: dict[str, str], root: pathlib.Path
         entries.append(Entry(task, method, True, spec, root / task / f"{method}_shared_recipe", "shared",
                              estimate(config, method, shared_recipe=True)))
   return entries
+
+
+def row_config(entry: Entry) -> dict:
+  """The config (JSON form) the entry's run trains with, as experiments.main saves it."""
+  config = load_config(entry.config_spec)
+  config.methods = (entry.method,)
+  if entry.shared_recipe:
+    config.recipes = type(config.recipes)()
+  return json.loads(config.to_json_best_effort())
+
+
+def adopt(runs: list[pathlib.Path], entries: list[Entry], kept_dir: Callable[[Entry], pathlib.Path]) -> list[str]:
+  """Splits each finished method of ``runs`` whose config is an entry's into that entry's kept folder
+  (the first such run per entry; an entry already kept is left alone). Returns what was done."""
+  done = []
+  for e in entries:
+    if (kept_dir(e) / e.method / "final.json").exists():
+      continue
+    expected = row_config(e)
+    for run in runs:
+      if not (run / "config.json").exists():
+        raise ValueError(f"--adopt: {run} has no config.json")
+      saved = json.loads((run / "config.json").read_text())
+      if e.method not in saved.get("methods", ()) or not (run / e.method / "final.json").exists():
+        continue
+      changed, _ = workdir.compare_configs({**saved, "methods": [e.method]}, expected)
+      if changed:
+        done.append(f"{e.task} / {e.row}: not adopted from {run} (config fields {changed} differ)")
+        continue
+      workdir.split_method(run, e.method, kept_dir(e))
+      done.append(f"{e.task} / {e.row}: adopted from {run}")
+      break
+  return done
 
 
 def _fmt(seconds: Optional[float]) -> str:
@@ -225,7 +259,7 @@ def write_outputs(entries: list[Entry], root: pathlib.Path, command: str) -> str
   cells, out = {}, io.StringIO()
   writer = csv.writer(out)
   writer.writerow(["task", "row", "method", "recipe", "mean_pct", "std_pct", "seeds", "diverged_seeds", "epochs",
-                   "wall_seconds", "workdir"])
+                   "wall_seconds", "revisions", "workdir"])
   for e in entries:
     run = runs[id(e)]
     if run is None:
@@ -239,7 +273,8 @@ def write_outputs(entries: list[Entry], root: pathlib.Path, command: str) -> str
       cells[e.row, e.task] = f"{100 * mean:.2f} ± {100 * std:.2f}" + ("" if ok.all() else f" ({(~ok).sum()} div.)")
       writer.writerow([e.task, e.row, e.method, e.recipe, f"{100 * mean:.4f}", f"{100 * std:.4f}", int(ok.sum()),
                        np.flatnonzero(~ok).tolist(), run["config"]["num_epochs"],
-                       f"{run['methods'][e.method]['wall_seconds']:.0f}", str(e.workdir)])
+                       f"{run['methods'][e.method]['wall_seconds']:.0f}", " ".join(trained_revisions(e)),
+                       str(e.workdir)])
     elif e.method in run["in_progress"]:
       data = run["in_progress"][e.method]
       mean, _ = mean_std([r[key] for r in data["rows"] if not r.get("diverged")])
@@ -262,6 +297,10 @@ def write_outputs(entries: list[Entry], root: pathlib.Path, command: str) -> str
             "untrained network: the floor a method must beat. A method with a recipe of its own (tuned by the rule "
             "of docs/tuning.md) also runs at the shared recipe, BPTT's (`(shared recipe)` rows). Runs: "
             f"`{root}/<task>/<row>`."]
+  trained = [f"{e.row} ({e.task}): " + ", ".join(f"`{r}`" for r in trained_revisions(e)) for e in entries
+             if runs[id(e)] is not None and trained_revisions(e)]
+  if trained:
+    lines += ["", "Trained at (the git revisions of the code that trained each row): " + "; ".join(trained) + "."]
   merged = []
   for t in task_names:
     tuned = [runs[id(e)] for e in entries if e.task == t and not e.shared_recipe and runs[id(e)] is not None]
@@ -287,6 +326,17 @@ def write_outputs(entries: list[Entry], root: pathlib.Path, command: str) -> str
   return text
 
 
+def trained_revisions(entry: Entry) -> list[str]:
+  """The git revisions of the code that trained the entry's run, oldest first: from its epochs'
+  timing rows, or, for a run from before they named it, from its invocations."""
+  timing = checkpoints.read_jsonl(entry.workdir / entry.method / "timing.jsonl")
+  revisions = [r["revision"] for r in timing if "revision" in r]
+  if not revisions:
+    revisions = [i["revision"] for i in checkpoints.read_jsonl(entry.workdir / "invocations.jsonl")
+                 if "revision" in i and "split_from" not in i]
+  return list(dict.fromkeys(revisions))
+
+
 def report_revision() -> str:
   from experiments.workdir import git_revision  # noqa: PLC0415
   return git_revision()
@@ -303,6 +353,10 @@ _KEEP = flags.DEFINE_string(
     "keep", None, "Folder to keep each finished run's result files in (no checkpoints; a few kB a run), "
     "mirroring --workdir, to commit: a checkout without the runs restores the finished ones from it instead of "
     "training them again.")
+_ADOPT = flags.DEFINE_list(
+    "adopt", [], "Finished workdirs of experiments.main (one or several methods each) whose methods are taken as "
+    "rows when the row's config is theirs (checked field by field, and again by experiments.main): each such "
+    "method is split into the row's folder under --keep, and is not trained again.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and an estimated time; start nothing.")
 
 
@@ -326,6 +380,8 @@ def main(argv):
     entries = plan(_TASKS.value, specs, root, _METHODS.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  if _ADOPT.value and (not _KEEP.value or extra):
+    raise app.UsageError("--adopt needs --keep (the adopted rows go there) and no overrides after --")
   import jax  # noqa: PLC0415  (only to see the backend)
   on_cpu = jax.default_backend() == "cpu"
   processes = _PROCESSES.value or (len(os.sched_getaffinity(0)) if on_cpu and hasattr(os, "sched_getaffinity")
@@ -349,6 +405,10 @@ def main(argv):
     if extra:
       print(f"Every run also gets: {shlex.join(extra)}")
     return
+  if _ADOPT.value:
+    for line in adopt([pathlib.Path(d) for d in _ADOPT.value], entries,
+                      lambda e: pathlib.Path(_KEEP.value) / e.workdir.relative_to(root)):
+      logging.info("%s", line)
   command = shlex.join(["python", "-m", "experiments.table1", *sys.argv[1:]])
   root.mkdir(parents=True, exist_ok=True)
   lock = threading.Lock()

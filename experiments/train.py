@@ -68,12 +68,12 @@ def split_rows(rows: list[dict], num_seeds: int, num_settings: int) -> list[list
 
 def train_method(config, task, method: str, directory: pathlib.Path, dtype, progress: Progress,
                  stop: Optional[StopFlag] = None, mesh=None,
-                 setting_dirs: Optional[list[pathlib.Path]] = None) -> list[dict]:
+                 setting_dirs: Optional[list[pathlib.Path]] = None, revision: str = "unknown") -> list[dict]:
   """Trains one method over all seeds (and every setting of ``config.sweep``), resuming if possible.
 
   ``directory`` holds the checkpoints; each setting's metrics, alignment, timing and final.json go
-  to its ``setting_dirs[i] / method`` (without a sweep: ``directory`` itself). Returns each
-  setting's final per-seed metrics.
+  to its ``setting_dirs[i] / method`` (without a sweep: ``directory`` itself). Each epoch's timing
+  row names the ``revision`` that trained it. Returns each setting's final per-seed metrics.
   """
   all_settings = sweep.settings(config)
   num_seeds, num_settings = config.num_seeds, len(all_settings)
@@ -130,7 +130,7 @@ def train_method(config, task, method: str, directory: pathlib.Path, dtype, prog
     # Timing apart from the metrics, which stay bit-identical across reruns and resumes.
     seconds = time.time() - t0
     for rows, d in zip(timing_rows, outs):
-      rows.append({"epoch": epoch, "seconds": seconds})
+      rows.append({"epoch": epoch, "seconds": seconds, "revision": revision})
       checkpoints.write_jsonl(d / "timing.jsonl", rows)
     signum = agreed_signal(None if stop is None else stop.signum)  # every process stops at the same epoch
     stopping = signum is not None
@@ -207,7 +207,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir, *, overwrite: boo
   for method in config.methods:
     with stop.installed():
       finals = train_method(recipes.apply(config, method), task, method, workdir / method, dtype, progress, stop,
-                            mesh, setting_dirs)
+                            mesh, setting_dirs, revision)
     for per_setting, final in zip(results, finals):
       per_setting[method] = final
     # Rewritten after every method, so a long run shows the finished methods early.

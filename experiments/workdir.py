@@ -7,6 +7,7 @@ import json
 import pathlib
 import shutil
 import subprocess
+import time
 
 from absl import logging
 
@@ -148,3 +149,27 @@ def restore_finished(kept: pathlib.Path, run: pathlib.Path, method: str) -> bool
   shutil.rmtree(run, ignore_errors=True)
   tmp.rename(run)
   return True
+
+
+def split_method(run: pathlib.Path, method: str, out: pathlib.Path) -> None:
+  """One method of a finished run of several, as the run of that method alone, in ``out``.
+
+  Its config with ``methods = [method]``, the method's files (no checkpoints) and the run's
+  invocations, plus one naming the run it came from. A method's files do not depend on the other
+  methods of its run (each trains from the same seeds and data; tests/test_experiments.py), so this
+  is the run ``--config.methods=('<method>',)`` would have written. Written beside ``out`` and renamed.
+  """
+  config = json.loads((run / "config.json").read_text())
+  if method not in config.get("methods", ()) or not (run / method / "final.json").exists():
+    raise ValueError(f"{run}: no finished {method!r} run (methods {config.get('methods')})")
+  tmp = out.with_name(out.name + ".tmp")
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(run / method, tmp / method, ignore=_NOT_KEPT)
+  checkpoints.atomic_write_text(tmp / "config.json",
+                                json.dumps({**config, "methods": [method]}, indent=1, sort_keys=True))
+  invocations = checkpoints.read_jsonl(run / "invocations.jsonl")
+  checkpoints.write_jsonl(tmp / "invocations.jsonl", invocations + [
+      {"command": f"split_method({str(run)!r}, {method!r})", "revision": git_revision(),
+       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "split_from": str(run)}])
+  shutil.rmtree(out, ignore_errors=True)
+  tmp.rename(out)

@@ -318,6 +318,21 @@ class RunExperimentTest(_TempDirs):
     with self.assertRaisesRegex(ValueError, r"different config \(fields \['num_epochs'\]"):
       train.run_experiment(tiny_config(methods=("readout",), num_epochs=4), kept)
 
+  def test_a_methods_files_do_not_depend_on_the_other_methods_of_its_run(self):
+    # What lets workdir.split_method (table1 --adopt) take one method of a run as a run of its own.
+    together, alone = pathlib.Path(self.tmp()), pathlib.Path(self.tmp())
+    train.run_experiment(tiny_config(methods=("bptt", "readout")), together)
+    train.run_experiment(tiny_config(methods=("readout",)), alone)
+    split = pathlib.Path(self.tmp()) / "split"
+    workdir_mod.split_method(together, "readout", split)
+    self.assertEqual((split / "config.json").read_bytes(), (alone / "config.json").read_bytes())
+    for name in ("metrics.jsonl", "alignment.jsonl", "final.json"):
+      self.assertEqual((split / "readout" / name).read_bytes(), (alone / "readout" / name).read_bytes(), name)
+    self.assertFalse(list(split.rglob("checkpoint_*")))
+    self.assertEqual(checkpoints.read_jsonl(split / "invocations.jsonl")[-1]["split_from"], str(together))
+    with self.assertRaisesRegex(ValueError, "no finished 'rhel' run"):
+      workdir_mod.split_method(together, "rhel", split)
+
   def test_frozen_params_keep_their_initial_values(self):
     workdir = pathlib.Path(self.tmp())
     config = tiny_config(methods=("bptt",), num_epochs=1, checkpoint_every=1, alignment_epochs=())

@@ -94,6 +94,35 @@ class Table1Test(_TempDirs):
       self.assertNotRegex(log.read_text(), r"epoch \d+/100", log.name)
     self.assertEqual(list(csv.DictReader((root / "table1.csv").open())), rows)
 
+  def test_adopts_the_finished_methods_of_an_earlier_run_whose_config_is_the_rows(self):
+    tmp = pathlib.Path(self.tmp())
+    (tmp / "tiny_table1.py").write_text(CONFIG.replace("c.num_epochs = 2", "c.num_epochs = 2\n  c.alignment_epochs = (0,)"))
+    earlier = tmp / "earlier"  # bptt and e-prop at the shared recipe, trained together
+    main = subprocess.run([sys.executable, "-m", "experiments.main", f"--config={tmp / 'tiny_table1.py'}",
+                           f"--workdir={earlier}", "--config.methods=('bptt','eprop')", "--norecipes"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    self.assertEqual(main.returncode, 0, main.stderr[-3000:])
+    root, kept = tmp / "table1", tmp / "kept"
+    proc = self._table1("--tasks=copy_paste", f"--config=copy_paste={tmp / 'tiny_table1.py'}", f"--workdir={root}",
+                        "--processes=2", f"--keep={kept}", f"--adopt={earlier}")
+    out = proc.communicate(timeout=600)[0]
+    self.assertEqual(proc.returncode, 0, out[-3000:])
+    self.assertIn("copy_paste / bptt: adopted from", out)
+    self.assertIn("copy_paste / eprop (shared recipe): adopted from", out)
+    # The tuned e-prop row's recipe is not the earlier run's: trained here.
+    self.assertRegex(out, r"copy_paste / eprop: not adopted from \S+ \(config fields \['recipes.eprop'\] differ\)")
+    logs = {p.stem: p.read_text() for p in root.glob("copy_paste/*.log")}
+    for row in ("bptt", "eprop_shared_recipe"):
+      self.assertIn("finished earlier", logs[row], row)
+    for row in ("eprop", "readout"):
+      self.assertRegex(logs[row], r"epoch 2/2", row)
+    for row in ("bptt", "eprop"):
+      self.assertEqual((root / "copy_paste" / f"{row}_shared_recipe" if row == "eprop" else root / "copy_paste" / row)
+                       .joinpath(row, "final.json").read_text(), (earlier / row / "final.json").read_text())
+    rows = {r["row"]: r for r in csv.DictReader((root / "table1.csv").open())}
+    self.assertEqual(sorted(rows), ["bptt", "eprop", "eprop (shared recipe)", "readout"])
+    self.assertTrue(all(r["revisions"] for r in rows.values()), rows)
+
   def test_the_schedule_balances_by_length_and_runs_the_tuned_rows_first(self):
     # In a subprocess: experiments.table1 and experiments.tune (imported by test_tune) both define
     # absl's --config flag, and one process cannot import both.
