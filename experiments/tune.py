@@ -166,7 +166,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _METHOD = flags.DEFINE_enum("method", None, list(TUNED_METHODS), "The method to tune.")
 _ROOT = flags.DEFINE_string("workdir", None, "Tuning directory; default runs/tune/<config name>/<method>.")
 _KEEP = flags.DEFINE_string(
-    "keep", None, "Folder to keep each finished run's result files in (no checkpoints or pictures; a few kB "
+    "keep", None, "Folder to keep each finished run's result files in (no checkpoints or pictures; ~100 kB "
     "a run), e.g. docs/results/tuning/<config name>/<method>, to commit: a fresh checkout restores the finished "
     "runs from it instead of training them again.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the settings and their workdirs; start nothing.")

@@ -126,8 +126,9 @@ def keep_finished(run: pathlib.Path, kept: pathlib.Path) -> None:
   """Copies finished run ``run``'s result files (config, metrics, final.json, results) to ``kept``,
   replacing it; a copy is built beside it and renamed into place, so ``kept`` is never half-written.
 
-  A kept folder is small enough to commit (a few kB a run), so finished runs outlive the machine
-  that trained them: ``restore_finished`` puts one back on a checkout without ``runs/``.
+  A kept folder is small enough to commit (~100 kB for a 50-epoch Copy-Paste run of 5 seeds, mostly
+  per-epoch metrics), so finished runs outlive the machine that trained them: ``restore_finished``
+  puts one back on a checkout without ``runs/``.
   """
   tmp = kept.with_name(kept.name + ".tmp")
   shutil.rmtree(tmp, ignore_errors=True)
