@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rhel_jax import exact as grid
-from rhel_jax.hebbian import accumulator, contrast, hebbian_terms
+from rhel_jax.hebbian import accumulator, contrast, packed_terms
 from rhel_jax.model import Force, ModelConfig, Params, force, readout, symmetric
 from rhel_jax.state import EchoCarrier, State, zero_state
 
@@ -136,7 +136,7 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
     if out.overflow is not None:
       overflow = overflow | out.overflow
     if accumulate_hebbian:
-      sums = acc.add(sums, hebbian_terms(out.r, out.r, u))
+      sums = acc.add(sums, packed_terms(out.r, out.r, u))
     y = readout(params, model, out.phi) if readout_ys else rho(out.phi)
     return (out.state, sums, overflow), (y, out.r @ params["B"].T if input_terms else None)
 
@@ -239,7 +239,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
       out = {"W_out": out["W_out"] + c.T @ rbar, "b_out": out["b_out"] + jnp.sum(c, 0)}
     echoes, base, dr = carrier.advance(echoes, impulse, u)
     d, s = contrast(base, dr, weights)
-    sums = acc.add(sums, hebbian_terms(d, s, u))
+    sums = acc.add(sums, packed_terms(d, s, u))
     return (echoes, sums, out), (d @ params["B"].T if input_cotangents else None)
 
   (echoes, sums, out), d_in = lax.scan(_step, (carrier.init(final_state, n_echo), acc.zero(params), out0),

@@ -42,7 +42,7 @@ from jax.experimental import pallas as pl
 
 from rhel_jax import integrator
 from rhel_jax.exact import _GRID_LIMIT, grid_scale
-from rhel_jax.hebbian import compensated_add, compensated_total
+from rhel_jax.hebbian import kahan_add
 from rhel_jax.integrator import EchoResult, ForwardResult
 from rhel_jax.model import ModelConfig, Params, symmetric
 from rhel_jax.state import State
@@ -169,9 +169,14 @@ def _zero_sums(lay, dtype) -> dict:
   return {k: (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for k, shape in shapes.items()}
 
 
+def _compensated_add(sums: dict, terms: dict) -> dict:
+  """:func:`rhel_jax.hebbian.kahan_add` of each of ``terms`` into :func:`_zero_sums`' accumulators."""
+  return {k: kahan_add(*sums[k], terms[k]) for k in terms}
+
+
 def _store_sums(sums, w_ref, b_ref, in_ref) -> None:
   """Writes the compensated totals of :func:`_zero_sums`' accumulators to the per-block outputs."""
-  totals = compensated_total(sums)
+  totals = {k: total - comp for k, (total, comp) in sums.items()}
   rows, blocks = _acc_blocks(w_ref.shape[-1])
   for i in range(blocks):
     w_ref[pl.ds(i * rows, rows), :] = totals[f"W{i}"]
@@ -393,7 +398,7 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *, accum
         phi_f = phi
       ys_ref[k] = _dot_nt(rho(phi_f), wk.w_out) + wk.b_out
       if accumulate_hebbian:
-        sums = compensated_add(sums, _hebbian(r * valid, r, u))
+        sums = _compensated_add(sums, _hebbian(r * valid, r, u))
       return phi, pi, over, sums, u_next
 
     zeros = jnp.zeros((lay.block, lay.n_pad), state_dtype)
@@ -490,7 +495,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
                                            for (phi, pi), scale in zip(echoes, scales)], u)
         echoes = tuple((phi, pi) for phi, pi, _ in stepped)
         terms = _contrast(None, [r for _, _, r in stepped], contrast_weights, valid, u)
-      return echoes, twin, over, compensated_add(sums, terms), out, u_dy_next
+      return echoes, twin, over, _compensated_add(sums, terms), out, u_dy_next
 
     phi0, pi0 = phi_ref[...], pi_ref[...]
     zeros = jnp.zeros((lay.block, lay.n_pad), dtype)
