@@ -16,11 +16,15 @@ matmuls per step, the operation that dominates at these sizes:
   bptt                 3  (W rho forward; W g and rho^T g backward)
 
 Prints one JSON line per variant, then a Markdown table (ms, matmuls/step, ms per matmul-step).
+Each variant is timed by the wall clock and by the process's CPU time (``cpu_ms``: with XLA on one
+thread, as ``XLA_FLAGS`` in docs/results.md sets it, this is the step's own compute, and other jobs
+on a loaded machine barely move it). The ``us per matmul-step`` and GFLOP/s columns use ``cpu_ms``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 
@@ -73,24 +77,27 @@ def main():
     jax.block_until_ready(fn(params))
     jax.block_until_ready(fn(params))
   samples = {name: [] for name in runners}
+  cpu = {name: [] for name in runners}
   for _ in range(args.repeats):
     for name, fn in runners.items():
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       jax.block_until_ready(fn(params))
       samples[name].append(time.perf_counter() - start)
+      cpu[name].append(time.process_time() - start_cpu)
   rows = []
   for name, (matmuls, _) in variants.items():
-    ms = 1e3 * float(np.median(samples[name]))
-    row = {"variant": name, "T": steps, "N": n, "batch": batch, "ms": ms, "matmuls_per_step": matmuls,
-           "us_per_matmul_step": 1e3 * ms / (matmuls * steps),
-           "gflops_matmul": 2 * batch * n * n * matmuls * steps / (ms * 1e-3) / 1e9}
+    ms, cpu_ms = 1e3 * float(np.median(samples[name])), 1e3 * float(np.median(cpu[name]))
+    row = {"variant": name, "T": steps, "N": n, "batch": batch, "ms": ms, "cpu_ms": cpu_ms,
+           "matmuls_per_step": matmuls, "us_per_matmul_step": 1e3 * cpu_ms / (matmuls * steps),
+           "gflops_matmul": 2 * batch * n * n * matmuls * steps / (cpu_ms * 1e-3) / 1e9,
+           "load_avg": [round(x, 2) for x in os.getloadavg()]}
     rows.append(row)
     print(json.dumps(row), flush=True)
-  print(f"\n| variant | ms (T={steps}, N={n}, batch {batch}) | BxNxN matmuls per step | us per matmul-step "
-        "| matmul GFLOP/s |\n|---|---|---|---|---|")
+  print(f"\n| variant | ms (T={steps}, N={n}, batch {batch}) | CPU ms | BxNxN matmuls per step "
+        "| us per matmul-step (CPU) | matmul GFLOP/s (CPU) |\n|---|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r['variant']} | {r['ms']:.1f} | {r['matmuls_per_step']} | {r['us_per_matmul_step']:.1f} "
-          f"| {r['gflops_matmul']:.1f} |")
+    print(f"| {r['variant']} | {r['ms']:.1f} | {r['cpu_ms']:.1f} | {r['matmuls_per_step']} "
+          f"| {r['us_per_matmul_step']:.1f} | {r['gflops_matmul']:.1f} |")
 
 
 if __name__ == "__main__":
