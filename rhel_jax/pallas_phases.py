@@ -440,8 +440,8 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *, accum
 # The echo.
 
 def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm: Array, dl_dy_tm: Array,
-               nudge: Array, weights: Array, *, interpret: bool = False, block_batch: int = BLOCK_BATCH,
-               num_warps: int = NUM_WARPS) -> EchoResult:
+               nudge: Array, weights: Array, *, compensated: bool = True, interpret: bool = False,
+               block_batch: int = BLOCK_BATCH, num_warps: int = NUM_WARPS) -> EchoResult:
   """:func:`rhel_jax.integrator.echo_phase` as one Pallas kernel (S echoes, each its own state).
 
   Args:
@@ -450,6 +450,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
     dl_dy_tm: (T, B, n_out), the loss gradient with respect to the readouts.
     nudge: (S,) nudge strength of each echo (may be traced).
     weights: (S,) weight of each echo in the contrast.
+    compensated: Kahan-compensated Hebbian sums; plain sums otherwise (the scan path's option).
     interpret, block_batch, num_warps: as in :func:`forward_phase`.
   Returns:
     :class:`rhel_jax.integrator.EchoResult`, as the ``lax.scan`` path's.
@@ -495,7 +496,9 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
                                            for (phi, pi), scale in zip(echoes, scales)], u)
         echoes = tuple((phi, pi) for phi, pi, _ in stepped)
         terms = _contrast(None, [r for _, _, r in stepped], contrast_weights, valid, u)
-      return echoes, twin, over, _compensated_add(sums, terms), out, u_dy_next
+      sums = (_compensated_add(sums, terms) if compensated
+              else {k: (total + terms[k], comp) for k, (total, comp) in sums.items()})
+      return echoes, twin, over, sums, out, u_dy_next
 
     phi0, pi0 = phi_ref[...], pi_ref[...]
     zeros = jnp.zeros((lay.block, lay.n_pad), dtype)
