@@ -12,7 +12,7 @@ matmuls per step, the operation that dominates at these sizes:
   forward phase        1  (+ readout, n_out x N)
   forward + Hebbian    2  (+ rho^T rho)                   rhel's inference phase
   echo, one echo       2  (W rho, d^T s)                  rhel's echo
-  echo, two echoes     3  (2 x W rho, d^T s)              rhel_centered's echo
+  echo, two echoes     3  (2 x W rho, d^T s)              rhel_centered's echo (plain sums, as that rule runs it)
   bptt                 3  (W rho forward; W g and rho^T g backward)
 
 Prints one JSON line per variant, then a Markdown table (ms, matmuls/step, ms per matmul-step).
@@ -58,6 +58,9 @@ def main():
   eps = jnp.float32(1e-3 * batch)
 
   big = jax.random.normal(jax.random.key(2), (steps * batch, n))
+  # The centered rule's echo sums as rhel_centered runs them (revisions without the option: compensated).
+  centered_sums = ({"compensated": rhel_jax.hebbian.echo_compensated(model, centered=True)}
+                   if hasattr(rhel_jax.hebbian, "echo_compensated") else {})
   variants = {
       # The machine's ceiling: the same multiply-adds as one matmul-step per step, in one call.
       "one (T*B x N) @ (N x N) matmul": (1, lambda p: big @ p["W"]),
@@ -67,7 +70,7 @@ def main():
       "forward + Hebbian": (2, lambda p: forward_phase(p, model, xt, accumulate_hebbian=True)),
       "echo, one echo": (2, lambda p: echo_phase(p, model, final, xt, dl_dy, jnp.stack([eps]), jnp.ones((1,)))),
       "echo, two echoes": (3, lambda p: echo_phase(p, model, final, xt, dl_dy, jnp.stack([eps, -eps]),
-                                                   jnp.array([1.0, -1.0]))),
+                                                   jnp.array([1.0, -1.0]), **centered_sums)),
       "rhel (total)": (4, lambda p: rhel_jax.METHODS["rhel"].bind(model, "bce", eps=1e-3)(p, x, y, m)),
       "rhel_centered (total)": (4, lambda p: rhel_jax.METHODS["rhel_centered"].bind(model, "bce", eps=1e-3)(p, x, y, m)),
       "bptt (total)": (3, lambda p: rhel_jax.METHODS["bptt"].bind(model, "bce")(p, x, y, m)),
