@@ -433,6 +433,8 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *, accum
     over = rest.pop(0)
     ys = jnp.where(jnp.any(over[:lay.batch, :lay.n] != 0), jnp.nan, ys)
   sums = _finish_sums(dict(zip(_SUM_KEYS, rest)), lay) if accumulate_hebbian else None
+  if accumulate_hebbian:  # symmetrised once, as the scan path's
+    sums = {**sums, "W": symmetric(sums["W"])}
   return ForwardResult(State(phi[:lay.batch, :lay.n], pi[:lay.batch, :lay.n]), ys, sums)
 
 
