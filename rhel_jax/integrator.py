@@ -110,8 +110,8 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
       ``b_out (n_out,)``.
     inputs_tm: (T, B, n_in), time-major.
     accumulate_hebbian: also return the inference-phase accumulators
-      ``sum_k hebbian_terms(rho(mid_k), rho(mid_k), u_k)`` (compensated sums, W symmetrised; the one-sided RHEL
-      estimator in floating point).
+      ``sum_k hebbian_terms(rho(mid_k), rho(mid_k), u_k)`` (compensated sums, W symmetrised; the
+      one-sided RHEL estimator in floating point).
     exact: run on the integer grid (default: ``model.exact_reversible``); the final state is then
       int32 grid values, and an overflow of the grid turns the outputs into NaN.
     readout_ys: ``ys[k]`` is the readout ``W_out rho(phi_{k+1}) + b_out`` (T, B, n_out); else the
@@ -145,10 +145,10 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
   overflow0 = jnp.zeros((batch, n), bool) if exact else jnp.array(False)
   (state, sums, overflow), (ys, terms) = lax.scan(_step, (state0, sums0, overflow0), inputs_tm,
                                                   unroll=model.scan_unroll())
-  # The W sum is symmetric in exact arithmetic; symmetrised once, like the echo's, so that the
-  # one-sided rule's difference of the two is exactly symmetric.
   sums = acc.total(sums) if accumulate_hebbian else None
   if accumulate_hebbian:
+    # Symmetric in exact arithmetic; symmetrised once, like the echo's, so that the one-sided
+    # rule's difference of the two is exactly symmetric.
     sums = {**sums, "W": symmetric(sums["W"])}
   if exact:
     ys = jnp.where(jnp.any(overflow), jnp.nan, ys)
