@@ -12,15 +12,19 @@ matmuls per step, the operation that dominates at these sizes:
   forward phase        1  (+ readout, n_out x N)
   forward + Hebbian    2  (+ rho^T rho)                   rhel's inference phase
   echo, one echo       2  (W rho, d^T s)                  rhel's echo
-  echo, two echoes     3  (2 x W rho, d^T s)              rhel_centered's echo
+  echo, two echoes     3  (2 x W rho, d^T s)              rhel_centered's echo (plain sums, as that rule runs it)
   bptt                 3  (W rho forward; W g and rho^T g backward)
 
 Prints one JSON line per variant, then a Markdown table (ms, matmuls/step, ms per matmul-step).
+Each variant is timed by the wall clock and by the process's CPU time (``cpu_ms``: with XLA on one
+thread, as ``XLA_FLAGS`` in docs/results.md sets it, this is the step's own compute, and other jobs
+on a loaded machine barely move it). The ``us per matmul-step`` and GFLOP/s columns use ``cpu_ms``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 
@@ -54,6 +58,9 @@ def main():
   eps = jnp.float32(1e-3 * batch)
 
   big = jax.random.normal(jax.random.key(2), (steps * batch, n))
+  # The centered rule's echo sums as rhel_centered runs them (revisions without the option: compensated).
+  centered_sums = ({"compensated": rhel_jax.hebbian.echo_compensated(model, centered=True)}
+                   if hasattr(rhel_jax.hebbian, "echo_compensated") else {})
   variants = {
       # The machine's ceiling: the same multiply-adds as one matmul-step per step, in one call.
       "one (T*B x N) @ (N x N) matmul": (1, lambda p: big @ p["W"]),
@@ -63,7 +70,7 @@ def main():
       "forward + Hebbian": (2, lambda p: forward_phase(p, model, xt, accumulate_hebbian=True)),
       "echo, one echo": (2, lambda p: echo_phase(p, model, final, xt, dl_dy, jnp.stack([eps]), jnp.ones((1,)))),
       "echo, two echoes": (3, lambda p: echo_phase(p, model, final, xt, dl_dy, jnp.stack([eps, -eps]),
-                                                   jnp.array([1.0, -1.0]))),
+                                                   jnp.array([1.0, -1.0]), **centered_sums)),
       "rhel (total)": (4, lambda p: rhel_jax.METHODS["rhel"].bind(model, "bce", eps=1e-3)(p, x, y, m)),
       "rhel_centered (total)": (4, lambda p: rhel_jax.METHODS["rhel_centered"].bind(model, "bce", eps=1e-3)(p, x, y, m)),
       "bptt (total)": (3, lambda p: rhel_jax.METHODS["bptt"].bind(model, "bce")(p, x, y, m)),
@@ -73,24 +80,27 @@ def main():
     jax.block_until_ready(fn(params))
     jax.block_until_ready(fn(params))
   samples = {name: [] for name in runners}
+  cpu = {name: [] for name in runners}
   for _ in range(args.repeats):
     for name, fn in runners.items():
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       jax.block_until_ready(fn(params))
       samples[name].append(time.perf_counter() - start)
+      cpu[name].append(time.process_time() - start_cpu)
   rows = []
   for name, (matmuls, _) in variants.items():
-    ms = 1e3 * float(np.median(samples[name]))
-    row = {"variant": name, "T": steps, "N": n, "batch": batch, "ms": ms, "matmuls_per_step": matmuls,
-           "us_per_matmul_step": 1e3 * ms / (matmuls * steps),
-           "gflops_matmul": 2 * batch * n * n * matmuls * steps / (ms * 1e-3) / 1e9}
+    ms, cpu_ms = 1e3 * float(np.median(samples[name])), 1e3 * float(np.median(cpu[name]))
+    row = {"variant": name, "T": steps, "N": n, "batch": batch, "ms": ms, "cpu_ms": cpu_ms,
+           "matmuls_per_step": matmuls, "us_per_matmul_step": 1e3 * cpu_ms / (matmuls * steps),
+           "gflops_matmul": 2 * batch * n * n * matmuls * steps / (cpu_ms * 1e-3) / 1e9,
+           "load_avg": [round(x, 2) for x in os.getloadavg()]}
     rows.append(row)
     print(json.dumps(row), flush=True)
-  print(f"\n| variant | ms (T={steps}, N={n}, batch {batch}) | BxNxN matmuls per step | us per matmul-step "
-        "| matmul GFLOP/s |\n|---|---|---|---|---|")
+  print(f"\n| variant | ms (T={steps}, N={n}, batch {batch}) | CPU ms | BxNxN matmuls per step "
+        "| us per matmul-step (CPU) | matmul GFLOP/s (CPU) |\n|---|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r['variant']} | {r['ms']:.1f} | {r['matmuls_per_step']} | {r['us_per_matmul_step']:.1f} "
-          f"| {r['gflops_matmul']:.1f} |")
+    print(f"| {r['variant']} | {r['ms']:.1f} | {r['cpu_ms']:.1f} | {r['matmuls_per_step']} "
+          f"| {r['us_per_matmul_step']:.1f} | {r['gflops_matmul']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -22,14 +22,26 @@ Each measurement is one JSON line on stdout (``method``, ``T``, ``N``, ``unroll`
 ``peak_mb``, ``xla_temp_mb``; the memory fields are null where memory was not measured: ``forward``,
 ``bare_scan``, ``--no-memory``, and in ``--quick`` all but bptt and rhel at the longest T);
 ``--out`` also gets ``bench.jsonl``, ``bench.md`` and ``bench.png`` (log-log).
+
+Each run is timed by the wall clock (``step_ms``) and by the process's CPU time (``cpu_ms``, all its
+threads). On a machine that other jobs load, the wall clock also counts the time the step waits for
+a core, and a method that spreads over two cores (XLA:CPU runs independent kernels of a step on
+separate threads: BPTT's backward pass has several) gains on the wall clock only while a second
+core is free; the CPU time counts the work itself, so its ratios hold under load.
+``--against REV`` also times every method at git revision REV (checked out into a temporary
+``git worktree``; its ``rhel_jax``, ``experiments`` and ``examples`` are imported in place of this
+tree's while its steps are built and compiled) in the same interleaved rounds, as
+``<method>@<rev>`` rows: before/after ratios from one run, under one load.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 
 METHODS = ("bptt", "rhel", "rhel_centered", "tbptt", "eprop", "rhel+exact", "rhel_centered+exact",
@@ -119,13 +131,47 @@ def _block(x):
   return jax.block_until_ready(x)
 
 
-def time_configuration(steps: int, n: int, methods, repeats: int, unrolls=(None,)) -> list[dict]:
-  """Median train-step time of each method at (T, N) and each unroll, all interleaved; plus the
-  forward phase and a bare scan. ``unrolls``: values of ``ModelConfig.unroll`` (None: the backend's)."""
+# Top-level packages of this repository that a train step imports: swapped for another revision's.
+REPO_PACKAGES = ("rhel_jax", "experiments", "examples")
+
+
+@contextlib.contextmanager
+def revision_modules(tree: pathlib.Path):
+  """Imports ``rhel_jax``, ``experiments`` and ``examples`` from ``tree`` (another checkout) inside
+  the block, and restores this tree's modules after it. Functions built inside keep the other
+  revision's module globals, so steps compiled inside run that revision's code afterwards."""
+  ours = lambda name: name.split(".")[0] in REPO_PACKAGES
+  saved = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
+  sys.path.insert(0, str(tree))
+  try:
+    yield
+  finally:
+    sys.path.remove(str(tree))
+    for name in [name for name in sys.modules if ours(name)]:
+      del sys.modules[name]
+    sys.modules.update(saved)
+
+
+@contextlib.contextmanager
+def revision_tree(rev: str):
+  """``(short hash, path)`` of a temporary detached ``git worktree`` of ``rev``, removed afterwards."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  git = lambda *a: subprocess.run(["git", "-C", str(root), *a], check=True, capture_output=True, text=True).stdout.strip()
+  sha = git("rev-parse", "--short", f"{rev}^{{commit}}")
+  path = pathlib.Path(tempfile.mkdtemp(prefix=f"bench_{sha}_")) / "tree"
+  git("worktree", "add", "--detach", str(path), sha)
+  try:
+    yield sha, path
+  finally:
+    git("worktree", "remove", "--force", str(path))
+
+
+def _runners(steps: int, n: int, methods, unrolls, suffix: str = "") -> dict:
+  """``{(name, unroll): run}`` of the train steps (and, without ``suffix``, the forward phase and a
+  bare scan), built with whatever ``rhel_jax`` is imported now."""
   import dataclasses
   import jax
   import jax.numpy as jnp
-  import numpy as np
   from jax import lax
   from rhel_jax.integrator import forward_phase, leapfrog_step, zero_state
   params, base_model, inputs, targets, mask = _problem(steps, n)
@@ -135,11 +181,14 @@ def time_configuration(steps: int, n: int, methods, repeats: int, unrolls=(None,
     model = dataclasses.replace(base_model, unroll=unroll)
     for method in methods:
       if method.startswith("stack:"):
-        runners[method, unroll] = make_stack_step(method, steps, n, unroll)[0]
+        runners[method + suffix, unroll] = make_stack_step(method, steps, n, unroll)[0]
         continue
       step, optimizer = make_train_step(method, model)
       opt_state = optimizer.init(params)
-      runners[method, unroll] = lambda step=step, opt_state=opt_state: step(params, opt_state, inputs, targets, mask)
+      runners[method + suffix, unroll] = (lambda step=step, opt_state=opt_state:
+                                          step(params, opt_state, inputs, targets, mask))
+    if suffix:
+      continue
     fwd = jax.jit(lambda p, x, model=model: forward_phase(p, model, x)[1])
     bare = jax.jit(lambda p, x, model=model: lax.scan(lambda s, u: (leapfrog_step(p, model, s, u)[0], None),
                                                       zero_state(BATCH, n, x.dtype), x,
@@ -151,8 +200,12 @@ def time_configuration(steps: int, n: int, methods, repeats: int, unrolls=(None,
       from rhel_jax import pallas_phases
       fused = jax.jit(lambda p, x, model=model: pallas_phases.forward_phase(p, model, x)[1])
       runners["forward:pallas", unroll] = lambda fused=fused: fused(params, inputs_tm)
-  failed = {}
-  for key, run in list(runners.items()):  # compile + warm up
+  return runners
+
+
+def _warm_up(runners: dict, steps: int, n: int, failed: dict) -> None:
+  """Compiles and runs each runner twice; drops (and records in ``failed``) those that raise."""
+  for key, run in list(runners.items()):
     try:
       _block(run())
       _block(run())
@@ -161,16 +214,37 @@ def time_configuration(steps: int, n: int, methods, repeats: int, unrolls=(None,
       print(f"benchmarks.run: {key[0]} at T={steps} N={n} unroll={key[1]} failed to run: {failed[key]}",
             file=sys.stderr, flush=True)
       del runners[key]
+
+
+def time_configuration(steps: int, n: int, methods, repeats: int, unrolls=(None,), against=None) -> list[dict]:
+  """Median train-step time (wall clock and CPU) of each method at (T, N) and each unroll, all
+  interleaved; plus the forward phase and a bare scan. ``unrolls``: values of ``ModelConfig.unroll``
+  (None: the backend's). ``against``: ``(short hash, tree)`` of another revision whose methods are
+  timed in the same rounds, as ``<method>@<hash>``."""
+  import numpy as np
+  from rhel_jax.model import ModelConfig
+  failed = {}
+  runners = _runners(steps, n, methods, unrolls)
+  _warm_up(runners, steps, n, failed)
+  if against is not None:
+    sha, tree = against
+    with revision_modules(tree):
+      others = _runners(steps, n, [m for m in methods if "+pallas" not in m], unrolls, suffix=f"@{sha}")
+      _warm_up(others, steps, n, failed)  # compiled here, with the other revision's modules imported
+    runners.update(others)
   samples = {name: [] for name in runners}
+  cpu = {name: [] for name in runners}
   for _ in range(repeats):
     for name, run in runners.items():
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       _block(run())
       samples[name].append(time.perf_counter() - start)
-  row = lambda name, unroll: {"method": name, "T": steps, "N": n,
-                              "unroll": dataclasses.replace(base_model, unroll=unroll).scan_unroll(), "batch": _batch(name)}
-  return ([{**row(name, unroll), "step_ms": 1e3 * float(np.median(s)), "runs": len(s)}
-           for (name, unroll), s in samples.items()]
+      cpu[name].append(time.process_time() - start_cpu)
+  row = lambda name, unroll: {"method": name, "T": steps, "N": n, "unroll": ModelConfig(unroll=unroll).scan_unroll(),
+                              "batch": _batch(name.split("@")[0]),
+                              **({"revision": name.split("@")[1], "against": True} if "@" in name else {})}
+  return ([{**row(name, unroll), "step_ms": 1e3 * float(np.median(s)), "cpu_ms": 1e3 * float(np.median(cpu[name, unroll])),
+            "runs": len(s)} for (name, unroll), s in samples.items()]
           + [{**row(name, unroll), "step_ms": None, "runs": 0, "error": error} for (name, unroll), error in failed.items()])
 
 
@@ -212,6 +286,14 @@ def measure_memory(method: str, steps: int, n: int, unroll=None) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _reference(key: tuple) -> tuple:
+  """The bptt row a row's ratio is taken against: like with like (stack rows against stack:bptt, a
+  revision's rows against that revision's bptt)."""
+  method, steps, n = key
+  name, _, rev = method.partition("@")
+  return (("stack:bptt" if name.startswith("stack:") else "bptt") + (f"@{rev}" if rev else ""), steps, n)
+
+
 def write_report(rows: list[dict], out: pathlib.Path) -> None:
   from rhel_jax.methods import nudged
   import matplotlib
@@ -222,25 +304,48 @@ def write_report(rows: list[dict], out: pathlib.Path) -> None:
   # The main table is at the common unroll (rows written before unrolls were timed are all common).
   common = [r for r in rows if r.get("common_unroll", True) and r["step_ms"] is not None]
   times = {(r["method"], r["T"], r["N"]): r["step_ms"] for r in common}
+  cpu_times = {(r["method"], r["T"], r["N"]): r["cpu_ms"] for r in common if r.get("cpu_ms") is not None}
   mems = {(r["method"], r["T"], r["N"]): r for r in common if r["peak_mb"] is not None}
   by_unroll = {}
   for r in rows:
     if r["step_ms"] is not None:
       by_unroll.setdefault((r["method"], r["T"], r["N"]), {})[r.get("unroll")] = r["step_ms"]
-  revisions = sorted({r.get("revision", "not recorded") for r in rows})
+  revisions = sorted({r.get("revision", "not recorded") for r in rows if not r.get("against")})
+  against = sorted({r["revision"] for r in rows if r.get("against")})
   commands = sorted({r["command"] for r in rows if "command" in r})
   loads = [r["load_avg"] for r in rows if "load_avg" in r]
   load = (f"Load average (1, 5, 15 min) of the machine while measuring: {loads[0]} at the first configuration, "
           f"{loads[-1]} at the last" if loads else "Load average: not recorded")
   lines = [f"Command: `{c}`" for c in commands] + [f"Git revision: `{', '.join(revisions)}`", "", load, "",
-           f"Scan unroll: {', '.join(sorted({str(r.get('unroll', 'not recorded')) for r in common}))}", "",
-           "| method | T | N | step (ms) | ratio to bptt | peak RSS (MB) | XLA temp (MB) |", "|---|---|---|---|---|---|---|"]
-  # Ratios compare like with like: stack rows against stack:bptt.
+           f"Scan unroll: {', '.join(sorted({str(r.get('unroll', 'not recorded')) for r in common}))}", ""]
+  if against:
+    lines += [f"`<method>@<rev>` rows: the same method at git revision {', '.join(f'`{a}`' for a in against)}, "
+              "timed in the same interleaved rounds (`--against`).", ""]
+  lines += ["Step: median wall clock; CPU: median CPU time of the process (all threads), which other jobs on the "
+            "machine barely move (the module docstring says why both).", "",
+            "| method | T | N | step (ms) | ratio to bptt | CPU (ms) | CPU ratio to bptt | peak RSS (MB) | XLA temp (MB) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+  ratio = lambda table, key: (f"{table[key] / table[_reference(key)]:.2f}"
+                              if key in table and _reference(key) in table else "-")
   for (method, steps, n), ms in sorted(times.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
-    base = times.get(("stack:bptt" if method.startswith("stack:") else "bptt", steps, n))
-    mem = mems.get((method, steps, n), {})
+    key = (method, steps, n)
+    mem = mems.get(key, {})
     peak = f"{mem['peak_mb']:.0f} | {mem['xla_temp_mb']:.1f}" if mem else "- | -"
-    lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | " + (f"{ms / base:.2f}" if base else "-") + f" | {peak} |")
+    cpu = f"{cpu_times[key]:.1f}" if key in cpu_times else "-"
+    lines.append(f"| {method} | {steps} | {n} | {ms:.1f} | {ratio(times, key)} | {cpu} | {ratio(cpu_times, key)} | {peak} |")
+  for rev in against:
+    lines += ["", f"This tree against `{rev}` (ratio to bptt of the same revision; `now / then`: this tree's step "
+              "over the other's, by CPU time):", "",
+              f"| method | T | N | ratio to bptt | at {rev} | CPU ratio to bptt | at {rev} | CPU now / then |",
+              "|---|---|---|---|---|---|---|---|"]
+    for (method, steps, n) in sorted(times, key=lambda k: (k[2], k[1], k[0])):
+      then = (f"{method}@{rev}", steps, n)
+      if "@" in method or then not in times:
+        continue
+      now_then = (f"{cpu_times[method, steps, n] / cpu_times[then]:.2f}"
+                  if (method, steps, n) in cpu_times and then in cpu_times else "-")
+      lines.append(f"| {method} | {steps} | {n} | {ratio(times, (method, steps, n))} | {ratio(times, then)} | "
+                   f"{ratio(cpu_times, (method, steps, n))} | {ratio(cpu_times, then)} | {now_then} |")
   unrolls = sorted({u for per in by_unroll.values() for u in per if u is not None})
   if len(unrolls) > 1:
     lines += ["", "Each method at every scan unroll (`ModelConfig.unroll`); the ratio to bptt at each one's best:", "",
@@ -329,6 +434,8 @@ def main():
                       "default: the common one only)")
   parser.add_argument("--unroll", type=int, help="the common unroll of the main table and of the memory "
                       "measurements (default: the backend's, rhel_jax.model.DEFAULT_UNROLL)")
+  parser.add_argument("--against", metavar="REV", help="also time every method at git revision REV in the same "
+                      "rounds (rows '<method>@<rev>'; scan methods only)")
   parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.report_only:
@@ -369,23 +476,33 @@ def main():
     parser.error(f"--unroll / --unrolls: {e}")
   unrolls = tuple(dict.fromkeys([common] + extra))
   rows = []
-  for n in widths:
-    for steps in lengths:
-      timed = time_configuration(steps, n, methods, args.repeats, unrolls)
-      # --quick keeps under a minute: memory of the reference pair at the longest T only.
-      measured = (() if args.no_memory else
-                  ("bptt", "rhel") if args.quick and steps == lengths[-1] else () if args.quick else methods)
-      failed = {row["method"] for row in timed if row["step_ms"] is None}
-      memory = {method: measure_memory(method, steps, n, args.unroll) for method in measured if method not in failed}
-      for row in timed:  # one line per measurement: time, and peak memory where it was taken
-        is_common = row["unroll"] == common
-        mem = memory.get(row["method"], {}) if is_common else {}
-        row = {**row, "common_unroll": is_common, "peak_mb": mem.get("peak_mb"), "xla_temp_mb": mem.get("xla_temp_mb"),
-               "load_avg": load_average(), **stamp}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+  with contextlib.ExitStack() as stack:
+    against = stack.enter_context(revision_tree(args.against)) if args.against else None
+    for n in widths:
+      for steps in lengths:
+        rows += _measure(steps, n, methods, args, unrolls, common, stamp, against, lengths[-1])
   if args.out:
     write_report(rows, args.out)
+
+
+def _measure(steps, n, methods, args, unrolls, common, stamp, against, longest) -> list[dict]:
+  """The rows of one (T, N): times, and peak memory where it is measured; each printed as it comes."""
+  timed = time_configuration(steps, n, methods, args.repeats, unrolls, against)
+  # --quick keeps under a minute: memory of the reference pair at the longest T only.
+  measured = (() if args.no_memory else
+              ("bptt", "rhel") if args.quick and steps == longest else () if args.quick else methods)
+  failed = {row["method"] for row in timed if row["step_ms"] is None}
+  memory = {method: measure_memory(method, steps, n, args.unroll) for method in measured if method not in failed}
+  rows = []
+  for row in timed:  # one line per measurement: time, and peak memory where it was taken
+    is_common = row["unroll"] == common
+    mem = memory.get(row["method"], {}) if is_common else {}
+    # An --against row keeps its own revision.
+    row = {**row, "common_unroll": is_common, "peak_mb": mem.get("peak_mb"), "xla_temp_mb": mem.get("xla_temp_mb"),
+           "load_avg": load_average(), **stamp, **({"revision": row["revision"]} if row.get("against") else {})}
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+  return rows
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rhel_jax import layer, methods, validation
-from rhel_jax.hebbian import finish_hamiltonian_grads
+from rhel_jax.hebbian import echo_compensated, finish_hamiltonian_grads
 from rhel_jax.integrator import forward_phase, forward_readouts, leapfrog, leapfrog_step
 from rhel_jax.pallas_phases import KERNELS, phase_functions
 from rhel_jax.state import State, zero_state
@@ -75,15 +75,16 @@ def rhel_centered(params, model, inputs_tm, targets, mask, loss_fn, *, eps, kern
   """Centered RHEL: two echoes (+eps, -eps) from the same final state. Bias O(eps^2).
 
   The per-step difference ``r+ r+^T - r- r-^T = sym((r+ - r-)^T (r+ + r-))`` is accumulated
-  directly (one matmul per step, and no cancellation of two large sums). The forward phase
-  needs no accumulator. ``kernel`` as in :func:`rhel`.
+  directly (one matmul per step, and no cancellation of two large sums, so plain sums do outside
+  exact mode: :func:`rhel_jax.hebbian.echo_compensated`). The forward phase needs no accumulator.
+  ``kernel`` as in :func:`rhel`.
   """
   forward_phase, echo_phase = phase_functions(kernel)
   eps_n = eps * inputs_tm.shape[1]
   final, ys, _, _ = forward_phase(params, model, inputs_tm)
   loss, dl_dy = _loss_and_cotangent(loss_fn, ys, targets, mask)
   _, sums, out, _ = echo_phase(params, model, final, inputs_tm, dl_dy, jnp.stack([eps_n, -eps_n]),
-                            jnp.array([1.0, -1.0]))
+                               jnp.array([1.0, -1.0]), compensated=echo_compensated(model, centered=True))
   return loss, {**finish_hamiltonian_grads(sums, model, 1.0 / (2 * eps_n)), **out}
 
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rhel_jax import exact as grid
-from rhel_jax.hebbian import accumulator, contrast, hebbian_terms
+from rhel_jax.hebbian import accumulator, contrast, packed_terms
 from rhel_jax.model import Force, ModelConfig, Params, force, readout, symmetric
 from rhel_jax.state import EchoCarrier, State, zero_state
 
@@ -110,8 +110,8 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
       ``b_out (n_out,)``.
     inputs_tm: (T, B, n_in), time-major.
     accumulate_hebbian: also return the inference-phase accumulators
-      ``sum_k hebbian_terms(rho(mid_k), rho(mid_k), u_k)`` (compensated sums; the one-sided RHEL
-      estimator in floating point).
+      ``sum_k hebbian_terms(rho(mid_k), rho(mid_k), u_k)`` (compensated sums, W symmetrised; the
+      one-sided RHEL estimator in floating point).
     exact: run on the integer grid (default: ``model.exact_reversible``); the final state is then
       int32 grid values, and an overflow of the grid turns the outputs into NaN.
     readout_ys: ``ys[k]`` is the readout ``W_out rho(phi_{k+1}) + b_out`` (T, B, n_out); else the
@@ -136,7 +136,7 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
     if out.overflow is not None:
       overflow = overflow | out.overflow
     if accumulate_hebbian:
-      sums = acc.add(sums, hebbian_terms(out.r, out.r, u))
+      sums = acc.add(sums, packed_terms(out.r, out.r, u))
     y = readout(params, model, out.phi) if readout_ys else rho(out.phi)
     return (out.state, sums, overflow), (y, out.r @ params["B"].T if input_terms else None)
 
@@ -146,6 +146,10 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *,
   (state, sums, overflow), (ys, terms) = lax.scan(_step, (state0, sums0, overflow0), inputs_tm,
                                                   unroll=model.scan_unroll())
   sums = acc.total(sums) if accumulate_hebbian else None
+  if accumulate_hebbian:
+    # Symmetric in exact arithmetic; symmetrised once, like the echo's, so that the one-sided
+    # rule's difference of the two is exactly symmetric.
+    sums = {**sums, "W": symmetric(sums["W"])}
   if exact:
     ys = jnp.where(jnp.any(overflow), jnp.nan, ys)
   return ForwardResult(state, ys, sums, terms)
@@ -239,7 +243,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
       out = {"W_out": out["W_out"] + c.T @ rbar, "b_out": out["b_out"] + jnp.sum(c, 0)}
     echoes, base, dr = carrier.advance(echoes, impulse, u)
     d, s = contrast(base, dr, weights)
-    sums = acc.add(sums, hebbian_terms(d, s, u))
+    sums = acc.add(sums, packed_terms(d, s, u))
     return (echoes, sums, out), (d @ params["B"].T if input_cotangents else None)
 
   (echoes, sums, out), d_in = lax.scan(_step, (carrier.init(final_state, n_echo), acc.zero(params), out0),

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from rhel_jax import methods
-from rhel_jax.hebbian import finish_hamiltonian_grads
+from rhel_jax.hebbian import echo_compensated, finish_hamiltonian_grads
 from rhel_jax.integrator import echo_phase, forward_phase
 from rhel_jax.model import ModelConfig
 
@@ -72,7 +72,8 @@ def _echo_layer_bwd(model, centered, eps, residuals, ct):
     nudge, weights, scale = jnp.stack([eps_n, -eps_n]), jnp.array([1.0, -1.0]), 1.0 / (2 * eps_n)
   else:
     nudge, weights, scale = eps_n[None], jnp.ones((1,)), 1.0 / eps_n
-  echo = echo_phase(params, model, final, inputs_tm, ct, nudge, weights, readout_ys=False, input_cotangents=True)
+  echo = echo_phase(params, model, final, inputs_tm, ct, nudge, weights, readout_ys=False, input_cotangents=True,
+                    compensated=echo_compensated(model, centered))
   sums, d_in = echo.sums, echo.input_cotangents
   if _keeps_forward_terms(model, centered):
     sums = jax.tree.map(jnp.subtract, sums, fwd_sums)

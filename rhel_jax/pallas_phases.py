@@ -42,7 +42,7 @@ from jax.experimental import pallas as pl
 
 from rhel_jax import integrator
 from rhel_jax.exact import _GRID_LIMIT, grid_scale
-from rhel_jax.hebbian import compensated_add, compensated_total
+from rhel_jax.hebbian import kahan_add
 from rhel_jax.integrator import EchoResult, ForwardResult
 from rhel_jax.model import ModelConfig, Params, symmetric
 from rhel_jax.state import State
@@ -169,9 +169,14 @@ def _zero_sums(lay, dtype) -> dict:
   return {k: (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for k, shape in shapes.items()}
 
 
+def _compensated_add(sums: dict, terms: dict) -> dict:
+  """:func:`rhel_jax.hebbian.kahan_add` of each of ``terms`` into :func:`_zero_sums`' accumulators."""
+  return {k: kahan_add(*sums[k], terms[k]) for k in terms}
+
+
 def _store_sums(sums, w_ref, b_ref, in_ref) -> None:
   """Writes the compensated totals of :func:`_zero_sums`' accumulators to the per-block outputs."""
-  totals = compensated_total(sums)
+  totals = {k: total - comp for k, (total, comp) in sums.items()}
   rows, blocks = _acc_blocks(w_ref.shape[-1])
   for i in range(blocks):
     w_ref[pl.ds(i * rows, rows), :] = totals[f"W{i}"]
@@ -393,7 +398,7 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *, accum
         phi_f = phi
       ys_ref[k] = _dot_nt(rho(phi_f), wk.w_out) + wk.b_out
       if accumulate_hebbian:
-        sums = compensated_add(sums, _hebbian(r * valid, r, u))
+        sums = _compensated_add(sums, _hebbian(r * valid, r, u))
       return phi, pi, over, sums, u_next
 
     zeros = jnp.zeros((lay.block, lay.n_pad), state_dtype)
@@ -428,6 +433,8 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *, accum
     over = rest.pop(0)
     ys = jnp.where(jnp.any(over[:lay.batch, :lay.n] != 0), jnp.nan, ys)
   sums = _finish_sums(dict(zip(_SUM_KEYS, rest)), lay) if accumulate_hebbian else None
+  if accumulate_hebbian:  # symmetrised once, as the scan path's
+    sums = {**sums, "W": symmetric(sums["W"])}
   return ForwardResult(State(phi[:lay.batch, :lay.n], pi[:lay.batch, :lay.n]), ys, sums)
 
 
@@ -435,8 +442,8 @@ def forward_phase(params: Params, model: ModelConfig, inputs_tm: Array, *, accum
 # The echo.
 
 def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm: Array, dl_dy_tm: Array,
-               nudge: Array, weights: Array, *, interpret: bool = False, block_batch: int = BLOCK_BATCH,
-               num_warps: int = NUM_WARPS) -> EchoResult:
+               nudge: Array, weights: Array, *, compensated: bool = True, interpret: bool = False,
+               block_batch: int = BLOCK_BATCH, num_warps: int = NUM_WARPS) -> EchoResult:
   """:func:`rhel_jax.integrator.echo_phase` as one Pallas kernel (S echoes, each its own state).
 
   Args:
@@ -445,6 +452,7 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
     dl_dy_tm: (T, B, n_out), the loss gradient with respect to the readouts.
     nudge: (S,) nudge strength of each echo (may be traced).
     weights: (S,) weight of each echo in the contrast.
+    compensated: Kahan-compensated Hebbian sums; plain sums otherwise (the scan path's option).
     interpret, block_batch, num_warps: as in :func:`forward_phase`.
   Returns:
     :class:`rhel_jax.integrator.EchoResult`, as the ``lax.scan`` path's.
@@ -490,7 +498,9 @@ def echo_phase(params: Params, model: ModelConfig, final_state: State, inputs_tm
                                            for (phi, pi), scale in zip(echoes, scales)], u)
         echoes = tuple((phi, pi) for phi, pi, _ in stepped)
         terms = _contrast(None, [r for _, _, r in stepped], contrast_weights, valid, u)
-      return echoes, twin, over, compensated_add(sums, terms), out, u_dy_next
+      sums = (_compensated_add(sums, terms) if compensated
+              else {k: (total + terms[k], comp) for k, (total, comp) in sums.items()})
+      return echoes, twin, over, sums, out, u_dy_next
 
     phi0, pi0 = phi_ref[...], pi_ref[...]
     zeros = jnp.zeros((lay.block, lay.n_pad), dtype)

@@ -1,4 +1,4 @@
-"""The leapfrog step: exact reversibility, energy conservation, force = -grad V."""
+"""The leapfrog step: exact reversibility, energy conservation, force = -grad V; the phases' Hebbian accumulators."""
 
 import chex
 import jax
@@ -93,6 +93,31 @@ class StepJitTest(absltest.TestCase):
     want = leapfrog_step(params, model, state, inputs[:, 0])
     chex.assert_trees_all_close(got, want, rtol=1e-12)
     chex.assert_shape(got[0].phi, (4, 16))
+
+
+class HebbianAccumulatorTest(absltest.TestCase):
+
+  def test_packed_terms_are_the_three_hebbian_terms(self):
+    k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
+    left, right = jax.random.normal(k1, (8, 6), jnp.float64), jax.random.normal(k2, (8, 6), jnp.float64)
+    u = jax.random.normal(k3, (8, 3), jnp.float64)
+    packed = rhel_jax.hebbian.packed_terms(left, right, u)
+    self.assertEqual(packed.shape, (6 + 1 + 3, 6))
+    chex.assert_trees_all_close(rhel_jax.hebbian.unpack_terms(packed), rhel_jax.hebbian_terms(left, right, u),
+                                rtol=1e-13, atol=1e-13)
+
+  def test_compensated_sum_keeps_what_a_plain_float32_sum_loses(self):
+    # 1 + 20000 * 1e-8: each 1e-8 is below half an ulp of 1 in float32, so a plain sum never moves.
+    params = {"W": jnp.zeros((2, 2), jnp.float32), "B": jnp.zeros((1, 2), jnp.float32)}
+    one = jnp.ones((4, 2), jnp.float32)
+    tiny = jnp.full((4, 2), 1e-8, jnp.float32)
+    for acc, expected in ((rhel_jax.hebbian.COMPENSATED, 1.0 + 2e-4), (rhel_jax.hebbian.PLAIN, 1.0)):
+      add = jax.jit(lambda sums, x: lax.fori_loop(0, 20000, lambda _, s: acc.add(s, x), sums))
+      sums = add(acc.add(acc.zero(params), one), tiny)
+      self.assertEqual(sums.shape[-2:], (4, 2))
+      total = acc.total(sums)
+      self.assertAlmostEqual(float(total["b"][0]), expected, delta=1e-7)
+      self.assertAlmostEqual(float(total["W"][0, 1]), expected, delta=1e-7)
 
 
 if __name__ == "__main__":

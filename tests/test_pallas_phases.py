@@ -85,10 +85,12 @@ class KernelEqualsScanTest(parameterized.TestCase):
     got_fwd = fwd(params, model, inputs_tm, accumulate_hebbian=True)
     dl_dy = jax.random.normal(jax.random.key(3), want_fwd.ys.shape, jnp.float64)
     nudge, weights = jnp.array([0.1, -0.1]), jnp.array([1.0, -1.0])
-    want_echo = echo_phase(params, model, want_fwd.final, inputs_tm, dl_dy, nudge, weights)
-    got_echo = echo(params, model, got_fwd.final, inputs_tm, dl_dy, nudge, weights)
     chex_close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
-    jax.tree.map(chex_close, (got_fwd, got_echo), (want_fwd, want_echo))
+    # Compensated sums (the one-sided rule's) and plain ones (the centered rule's, outside exact mode).
+    for compensated in (True, False):
+      want_echo = echo_phase(params, model, want_fwd.final, inputs_tm, dl_dy, nudge, weights, compensated=compensated)
+      got_echo = echo(params, model, got_fwd.final, inputs_tm, dl_dy, nudge, weights, compensated=compensated)
+      jax.tree.map(chex_close, (got_fwd, got_echo), (want_fwd, want_echo))
 
 
 class ExactKernelTest(absltest.TestCase):
