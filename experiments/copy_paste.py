@@ -40,6 +40,10 @@ FULL = {
     # (chaotic, at chance) within 60 epochs (docs/copy_paste_recipe.md); exact mode affords 1e-5.
     "model.exact_reversible": True,
     "method.eps": 1e-5,
+    # e-prop in its reverse-mode form: the gradient of its online eligibility traces (float64, to
+    # 1e-10: tests/test_gradients.py) at a quarter of their cost on a CPU. The online form is one
+    # override away (--config.method.eprop_online=True).
+    "method.eprop_online": False,
     "train.lr": 3e-3,
     "train.schedule": "warmup_cosine",
     "train.warmup_steps": 200,
@@ -61,9 +65,6 @@ VARIANTS = {
         "eval_size": 512,
         "checkpoint_every": 4,
         "alignment_epochs": (0, 8, 16, 31),
-        # e-prop's reverse-mode form: the same gradient as its online traces (tests/test_gradients.py)
-        # at a quarter of their cost on a CPU.
-        "method.eprop_online": False,
     },
     # A seconds-long smoke run (the tests' base config) from the declared defaults, not the full
     # recipe: T=24, 8 neurons, 2 seeds, 3 x 3 steps, Gaussian W, float32 phases at eps 1e-3 and a

@@ -26,7 +26,7 @@ import numpy as np
 
 from experiments import checkpoints, plots, tasks
 from experiments.summary import mean_std, per_step_lines
-from experiments.workdir import with_added_fields
+from experiments.workdir import option_keys, with_added_fields
 from rhel_jax.methods import METHODS
 
 
@@ -69,7 +69,7 @@ def _comparable(config: dict, methods: set) -> dict:
   """The config fields that must agree between parts of one run that both train ``methods``."""
   c = with_added_fields(config)
   c.pop("methods")
-  keys = {o.config_key for m in methods if m in METHODS for o in METHODS[m].options}
+  keys = option_keys(methods)
   c["method"] = {k: v for k, v in c.get("method", {}).items() if k in keys}
   return c
 

@@ -13,6 +13,7 @@ from absl import logging
 
 from experiments import base_config, checkpoints, schema, tasks
 from experiments.sharding import is_primary, sync_processes
+from rhel_jax.methods import METHODS
 
 
 def git_revision() -> str:
@@ -56,25 +57,35 @@ def compare_configs(saved: dict, resolved: dict) -> tuple[list[str], list[str]]:
   today (``resolved``) differ in a way that makes them different runs, and those absent from the
   saved one that do not.
 
-  ``recipes.<method>`` counts only for a method the run trains. A field added by newer code (absent
+  ``recipes.<method>`` and a ``method.*`` option count only for the methods the run trains. A field added by newer code (absent
   from the saved config) is accepted when its value is the one that reproduces the code before it (its declared legacy value), so a long run resumes across such
   a change; a field saved under a former name counts under its new one; any other difference is a
   change.
   """
   fields = declarations_of(resolved)
-  diff = sorted(_diff_keys(_trained_recipes(schema.renamed(saved, fields)), _trained_recipes(resolved)))
+  diff = sorted(_diff_keys(_trained_part(schema.renamed(saved, fields)), _trained_part(resolved)))
   changed = [k for k, added in diff if not added or _lookup(resolved, k) != schema.legacy_value(fields, k)]
   return changed, [k for k, added in diff if added]
 
 
-def _trained_recipes(config: dict) -> dict:
-  """The config without the recipes of methods it does not train: those change none of its runs,
-  so a recipe added for one method (a tuned e-prop) leaves the other methods' workdirs resumable."""
-  recipes = config.get("recipes")
-  if not isinstance(recipes, dict):
-    return config
+def option_keys(methods) -> set:
+  """The ``config.method.<key>`` fields that ``methods`` read: their options in the registry."""
+  return {o.config_key for m in methods if m in METHODS for o in METHODS[m].options}
+
+
+def _trained_part(config: dict) -> dict:
+  """The config without what its methods do not read: the recipes and the ``method.*`` options of
+  methods it does not train. Those change none of its runs, so a recipe or an option default set
+  for one method (a tuned e-prop, its reverse-mode form) leaves the other methods' workdirs
+  resumable."""
   methods = config.get("methods") or ()
-  return {**config, "recipes": {m: r for m, r in recipes.items() if m in methods}}
+  out = dict(config)
+  if isinstance(config.get("recipes"), dict):
+    out["recipes"] = {m: r for m, r in config["recipes"].items() if m in methods}
+  if isinstance(config.get("method"), dict) and all(m in METHODS for m in methods):
+    keys = option_keys(methods)
+    out["method"] = {k: v for k, v in config["method"].items() if k in keys}
+  return out
 
 
 def declarations_of(config: dict) -> tuple:

@@ -154,10 +154,14 @@ class ResumeTest(parameterized.TestCase):
   @parameterized.parameters(*VARIANTS)
   def test_a_saved_config_without_a_field_resumes_only_at_its_legacy_value(self, task, variant):
     resolved = json.loads(TASK_MODULES[task].get_config(variant).to_json_best_effort())
+    resolved["methods"] = list(methods.METHODS)  # so that every method's options count
     for f in fields(task):
       saved = without(resolved, f.path)
       changed, added = workdir.compare_configs(saved, resolved)
       if f.legacy is schema.SINCE_START:
+        if f.path == "methods":  # without it no method trains, so no method's options count either
+          self.assertIn(f.path, changed)
+          continue
         self.assertEqual(changed, [f.path], f.path)  # no config was ever saved without it
         continue
       at_legacy = _lookup(resolved, f.path) == schema.legacy_value(fields(task), f.path)
@@ -176,10 +180,21 @@ class ResumeTest(parameterized.TestCase):
     tuned = json.loads(json.dumps(saved))
     tuned["recipes"] = {"eprop": {"train": {"lr": 1e-3}}}  # a recipe added later for another method
     self.assertEqual(workdir.compare_configs(saved, tuned), ([], []))
-    tuned["methods"] = ["bptt", "eprop"]  # ...is part of a run that trains that method
+    tuned["methods"] = ["bptt", "rhel", "eprop"]  # ...is part of a run that trains that method
     self.assertEqual(workdir.compare_configs(saved, tuned)[0], ["methods", "recipes.eprop"])
     saved["methods"] = tuned["methods"]
     self.assertEqual(workdir.compare_configs(saved, tuned)[0], ["recipes.eprop"])
+
+  def test_a_method_option_counts_only_for_the_methods_that_read_it(self):
+    saved = json.loads(copy_paste.get_config("tiny").to_json_best_effort())
+    saved["methods"] = ["bptt", "tbptt"]
+    other = json.loads(json.dumps(saved))
+    other["method"]["eprop_online"] = not saved["method"]["eprop_online"]  # e-prop's, not trained here
+    self.assertEqual(workdir.compare_configs(saved, other), ([], []))
+    other["method"]["tbptt_k"] = saved["method"]["tbptt_k"] + 1  # tBPTT's window: a different run
+    self.assertEqual(workdir.compare_configs(saved, other)[0], ["method.tbptt_k"])
+    del saved["method"]["eprop_online"]  # a config saved before the option existed resumes at any value
+    self.assertEqual(workdir.compare_configs(saved, other)[0], ["method.tbptt_k"])
 
   def test_a_config_from_before_every_added_field_names_the_same_feature_cache(self):
     for variant in ("full", "quick"):
@@ -236,6 +251,7 @@ class MirrorsTest(absltest.TestCase):
       validate_config(config)
     config.method.test_gamma = 0.5
     resolved = json.loads(config.to_json_best_effort())
+    resolved["methods"] = ["test_gamma_method"]  # an option counts where its method trains
     self.assertEqual(workdir.compare_configs(without(resolved, "method.test_gamma"), resolved),
                      ([], ["method.test_gamma"]))
     eprop = [f for f in fields("copy_paste") if f.path == "method.eprop_online"][0]
