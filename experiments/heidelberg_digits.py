@@ -43,7 +43,8 @@ def dev_corpus_dir():
 # The official protocol: the whole official test split is evaluated (eval_size is unused), and an
 # epoch is one pass over the training split (steps_per_epoch 0).
 FULL = {
-    "methods": ("bptt", "rhel", "rhel_centered", "eprop", "tbptt"),
+    # ... and the `readout` floor: what the untrained network's states give a trained readout.
+    "methods": ("bptt", "rhel", "rhel_centered", "eprop", "tbptt", "readout"),
     "num_epochs": 200,
     "steps_per_epoch": 0,
     "batch_size": 64,
