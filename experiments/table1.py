@@ -11,8 +11,9 @@ the "untuned" row), started as a subprocess. On a CPU, one single-threaded proce
 (``--processes``), longest runs first; on an accelerator, one after the other. Re-running the
 command resumes every unfinished run from its checkpoint (a SIGTERM or SIGINT is passed to the
 runs, which checkpoint and stop). With ``--keep=DIR`` each finished run's result files (no
-checkpoints) are copied to DIR, to commit; a checkout without the runs restores them from there. Arguments after ``--`` go to every run (e.g. ``--
---config.num_epochs=2``).
+checkpoints) are copied to DIR, to commit; a checkout without the runs restores them from there,
+and ``--adopt`` takes rows from earlier finished runs whose config is the row's. Arguments after
+``--`` go to every run (e.g. ``-- --config.num_epochs=2``).
 
 Writes ``<workdir>/table1.md``, ``table1.csv``, ``figure1.png`` (cosine with BPTT's gradient, per
 task) and ``curves.png`` (the test metric per epoch, mean ± s.e.m. over seeds) from whatever has
@@ -328,12 +329,15 @@ def write_outputs(entries: list[Entry], root: pathlib.Path, command: str) -> str
 
 def trained_revisions(entry: Entry) -> list[str]:
   """The git revisions of the code that trained the entry's run, oldest first: from its epochs'
-  timing rows, or, for a run from before they named it, from its invocations."""
+  timing rows, or, for a run from before they named it, from its invocations (those before it was
+  adopted: later ones found it finished)."""
   timing = checkpoints.read_jsonl(entry.workdir / entry.method / "timing.jsonl")
   revisions = [r["revision"] for r in timing if "revision" in r]
   if not revisions:
-    revisions = [i["revision"] for i in checkpoints.read_jsonl(entry.workdir / "invocations.jsonl")
-                 if "revision" in i and "split_from" not in i]
+    for i in checkpoints.read_jsonl(entry.workdir / "invocations.jsonl"):
+      if "split_from" in i:
+        break
+      revisions += [i["revision"]] if "revision" in i else []
   return list(dict.fromkeys(revisions))
 
 
@@ -350,9 +354,9 @@ _PROCESSES = flags.DEFINE_integer("processes", None, "Runs at once (default: one
                                   "1 on an accelerator).")
 _METHODS = flags.DEFINE_list("methods", None, "Only these methods (default: each config's methods).")
 _KEEP = flags.DEFINE_string(
-    "keep", None, "Folder to keep each finished run's result files in (no checkpoints; ~100 kB for a Copy-Paste run, mostly per-epoch metrics), "
-    "mirroring --workdir, to commit: a checkout without the runs restores the finished ones from it instead of "
-    "training them again.")
+    "keep", None, "Folder to keep each finished run's result files in (no checkpoints; ~100 kB for a Copy-Paste "
+    "run, mostly per-epoch metrics), mirroring --workdir, to commit: a checkout without the runs restores the "
+    "finished ones from it instead of training them again.")
 _ADOPT = flags.DEFINE_list(
     "adopt", [], "Finished workdirs of experiments.main (one or several methods each) whose methods are taken as "
     "rows when the row's config is theirs (checked field by field, and again by experiments.main): each such "
@@ -393,7 +397,8 @@ def main(argv):
     left = {}
     for i, slot in enumerate(slots):
       for e in slot:
-        kept = _KEEP.value and (pathlib.Path(_KEEP.value) / e.workdir.relative_to(root) / e.method / "final.json").exists()
+        kept = _KEEP.value and (pathlib.Path(_KEEP.value) / e.workdir.relative_to(root) / e.method
+                                / "final.json").exists()
         left[id(e)] = 0.0 if kept else remaining(e, load_config(e.config_spec).num_epochs)
         print(f"| {e.task} | {e.row} | {e.recipe} | {e.workdir} | {_fmt(left[id(e)])} | {i} |")
     longest = max(sum(left[id(e)] or 0.0 for e in s) for s in slots)

@@ -9,8 +9,8 @@ trained one after the other; re-running the command resumes where it stopped. Th
 started once per core splits the grid: each run is claimed with a lock file while it trains, and a
 process passes over runs another one holds. With ``--keep=DIR`` each finished run's result files
 (no checkpoints) are also copied to DIR, to commit; a checkout that lacks ``runs/`` then restores
-them instead of training them again. When every setting has finished, ``tuning.md`` / ``tuning.json`` in the tuning directory rank them and name the
-setting the rule picks. The grid and the rule are fixed here, before any of them runs.
+them instead of training them again. When every setting has finished, ``tuning.md`` /
+``tuning.json`` in the tuning directory rank them and name the setting the rule picks. The grid and the rule are fixed here, before any of them runs.
 """
 from __future__ import annotations
 

@@ -57,10 +57,11 @@ def compare_configs(saved: dict, resolved: dict) -> tuple[list[str], list[str]]:
   today (``resolved``) differ in a way that makes them different runs, and those absent from the
   saved one that do not.
 
-  ``recipes.<method>`` and a ``method.*`` option count only for the methods the run trains. A field added by newer code (absent
-  from the saved config) is accepted when its value is the one that reproduces the code before it (its declared legacy value), so a long run resumes across such
-  a change; a field saved under a former name counts under its new one; any other difference is a
-  change.
+  ``recipes.<method>`` and a ``method.*`` option count only where the run trains a method that
+  reads them. A field added by newer code (absent from the saved config) is accepted when its value
+  is the one that reproduces the code before it (its declared legacy value), so a long run resumes
+  across such a change; a field saved under a former name counts under its new one; any other
+  difference is a change.
   """
   fields = declarations_of(resolved)
   diff = sorted(_diff_keys(_trained_part(schema.renamed(saved, fields)), _trained_part(resolved)))

@@ -142,6 +142,27 @@ class Table1Test(_TempDirs):
       self.assertEqual(shared, sorted(shared), slot)
     self.assertEqual([row for row, _, _ in slots[0]], ["eprop", "readout", "eprop (shared recipe)"])
 
+  def test_a_rows_revisions_come_from_its_epochs_or_before_its_adoption(self):
+    tmp = pathlib.Path(self.tmp())
+    script = textwrap.dedent("""
+        import json, pathlib, sys
+        from experiments import checkpoints, table1
+        run = pathlib.Path(sys.argv[1])
+        (run / "bptt").mkdir(parents=True)
+        entry = table1.Entry("copy_paste", "bptt", False, "spec", run, "shared", None)
+        checkpoints.write_jsonl(run / "invocations.jsonl", [
+            {"command": "c", "revision": "aaa"}, {"command": "c", "revision": "bbb"},
+            {"command": "split", "revision": "ccc", "split_from": "x"}, {"command": "c", "revision": "ddd"}])
+        checkpoints.write_jsonl(run / "bptt" / "timing.jsonl", [{"epoch": 0, "seconds": 1.0}])
+        legacy = table1.trained_revisions(entry)
+        checkpoints.write_jsonl(run / "bptt" / "timing.jsonl", [{"epoch": e, "seconds": 1.0, "revision": r}
+                                                                 for e, r in enumerate(["eee", "eee", "fff"])])
+        print(json.dumps([legacy, table1.trained_revisions(entry)]))
+    """)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp / "run")], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    self.assertEqual(json.loads(out.stdout), [["aaa", "bbb"], ["eee", "fff"]])
+
   def test_bad_arguments_are_refused(self):
     out = self._table1("--tasks=copy_paste", "--methods=nope", "--dry_run",
                        "--config=copy_paste=experiments/copy_paste.py:tiny")
